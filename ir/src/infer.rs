@@ -1,0 +1,205 @@
+//! Shape and dtype inference for every op (the verifier's rules).
+
+use crate::op::{f32_of, numel, Op};
+use crate::types::{DType, Dim, Shape, TensorType};
+
+type R = Result<Vec<TensorType>, String>;
+
+fn fmt_ty(t: &TensorType) -> String {
+    t.to_string()
+}
+
+fn want(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
+    if cond {
+        Ok(())
+    } else {
+        Err(msg())
+    }
+}
+
+fn want_dtype(t: &TensorType, d: DType, what: &str) -> Result<(), String> {
+    want(t.dtype == d, || format!("{what} must be {}, got {}", d.name(), fmt_ty(t)))
+}
+
+fn want_rank(t: &TensorType, r: usize, what: &str) -> Result<(), String> {
+    want(t.rank() == r, || format!("{what} must have rank {r}, got {}", fmt_ty(t)))
+}
+
+fn last(t: &TensorType) -> Option<Dim> {
+    t.shape.last().copied()
+}
+
+/// Result types of `op` applied to `ins` (arity already checked).
+pub(crate) fn infer(op: &Op, ins: &[&TensorType]) -> R {
+    match op {
+        Op::Input { ty, .. } | Op::Weight { ty, .. } => Ok(vec![ty.clone()]),
+        Op::Embed => {
+            let (t, ids) = (ins[0], ins[1]);
+            want_rank(t, 2, "embedding table")?;
+            want_dtype(ids, DType::I32, "token ids")?;
+            let mut s = ids.shape.clone();
+            s.push(t.shape[1]);
+            Ok(vec![f32_of(s)])
+        }
+        Op::Reshape { shape } => {
+            let x = ins[0];
+            want(numel(&x.shape) == numel(shape), || {
+                format!("reshape of {} to {} changes the element count", fmt_ty(x), fmt_ty(&f32_of(shape.clone())))
+            })?;
+            Ok(vec![TensorType::new(shape.clone(), x.dtype)])
+        }
+        Op::Slice { axis, start, len } => {
+            let x = ins[0];
+            let d = x.shape.get(*axis).ok_or_else(|| format!("slice axis {axis} out of range for {}", fmt_ty(x)))?;
+            let n = d.as_const().ok_or_else(|| format!("slice along symbolic axis {axis} of {}", fmt_ty(x)))?;
+            want(start + len <= n && *len > 0, || format!("slice {start}..{} out of 0..{n}", start + len))?;
+            let mut s = x.shape.clone();
+            s[*axis] = Dim::c(*len);
+            Ok(vec![TensorType::new(s, x.dtype)])
+        }
+        Op::Concat { axis } => {
+            want(!ins.is_empty(), || "concat of nothing".into())?;
+            let first = ins[0];
+            want(*axis < first.rank(), || format!("concat axis {axis} out of range for {}", fmt_ty(first)))?;
+            let mut s = first.shape.clone();
+            for t in &ins[1..] {
+                let mut a = t.shape.clone();
+                let mut b = first.shape.clone();
+                want(a.len() == b.len() && t.dtype == first.dtype, || {
+                    format!("concat operands {} and {} differ", fmt_ty(first), fmt_ty(t))
+                })?;
+                s[*axis] = s[*axis].add(t.shape[*axis]);
+                a[*axis] = Dim::c(0);
+                b[*axis] = Dim::c(0);
+                want(a == b, || format!("concat operands {} and {} differ off axis {axis}", fmt_ty(first), fmt_ty(t)))?;
+            }
+            Ok(vec![TensorType::new(s, first.dtype)])
+        }
+        Op::MatMul => {
+            let (x, w) = (ins[0], ins[1]);
+            want_rank(w, 2, "matmul weight")?;
+            want(x.rank() >= 1 && last(x) == Some(w.shape[1]), || {
+                format!("matmul {} x {}ᵀ: inner dims differ", fmt_ty(x), fmt_ty(w))
+            })?;
+            let mut s = x.shape.clone();
+            *s.last_mut().unwrap() = w.shape[0];
+            Ok(vec![f32_of(s)])
+        }
+        Op::Add | Op::Mul => {
+            let (a, b) = (ins[0], ins[1]);
+            let suffix = b.rank() <= a.rank() && a.shape[a.rank() - b.rank()..] == b.shape[..];
+            let gate = matches!(op, Op::Mul)
+                && a.rank() == b.rank()
+                && a.rank() > 0
+                && a.shape[..a.rank() - 1] == b.shape[..b.rank() - 1]
+                && last(b) == Some(Dim::c(1));
+            want(suffix || gate, || {
+                format!("{} of {} and {}: second operand does not broadcast", op.name(), fmt_ty(a), fmt_ty(b))
+            })?;
+            want(a.dtype == DType::F32 && b.dtype == DType::F32, || format!("{} needs f32 operands", op.name()))?;
+            Ok(vec![a.clone()])
+        }
+        Op::Silu | Op::Sigmoid | Op::Softplus | Op::Exp | Op::Neg | Op::Scale { .. } | Op::L2Norm { .. } => {
+            want_dtype(ins[0], DType::F32, op.name())?;
+            Ok(vec![ins[0].clone()])
+        }
+        Op::RmsNorm { .. } => norm_like(ins[0], ins[1]),
+        Op::GatedRmsNorm { .. } => {
+            want(ins[0] == ins[1], || format!("gate {} differs from input {}", fmt_ty(ins[1]), fmt_ty(ins[0])))?;
+            norm_like(ins[0], ins[2])
+        }
+        Op::Rope { rotary_dim, .. } => {
+            let (x, pos) = (ins[0], ins[1]);
+            want_rank(x, 4, "rope input")?;
+            want_dtype(pos, DType::I32, "positions")?;
+            want(pos.shape[..] == x.shape[..2], || format!("positions {} do not match {}", fmt_ty(pos), fmt_ty(x)))?;
+            let d = x.shape[3].as_const().unwrap_or(0);
+            want(*rotary_dim % 2 == 0 && *rotary_dim <= d, || {
+                format!("rotary_dim {rotary_dim} invalid for head dim {d}")
+            })?;
+            Ok(vec![x.clone()])
+        }
+        Op::KvAppend => {
+            let (c, n) = (ins[0], ins[1]);
+            want_rank(c, 4, "cache")?;
+            want_rank(n, 4, "new entries")?;
+            want(c.shape[0] == n.shape[0] && c.shape[1] == n.shape[2] && c.shape[3] == n.shape[3], || {
+                format!("cache {} cannot take entries {}", fmt_ty(c), fmt_ty(n))
+            })?;
+            Ok(vec![f32_of(vec![c.shape[0], c.shape[1], c.shape[2].add(n.shape[1]), c.shape[3]])])
+        }
+        Op::Attention { .. } => attention(ins[0], ins[1], ins[2]),
+        Op::CausalConv1d { kernel } => {
+            let (x, w, st) = (ins[0], ins[1], ins[2]);
+            want_rank(x, 3, "conv input")?;
+            let c = x.shape[2];
+            want(w.shape == vec![c, Dim::c(*kernel)], || format!("conv weight {} must be [{c},{kernel}]", fmt_ty(w)))?;
+            let sshape = vec![x.shape[0], c, Dim::c(kernel.saturating_sub(1))];
+            want(st.shape == sshape, || {
+                format!("conv state {} must be {}", fmt_ty(st), fmt_ty(&f32_of(sshape.clone())))
+            })?;
+            Ok(vec![x.clone(), st.clone()])
+        }
+        Op::GatedDeltaRule { .. } => gdr(ins),
+        Op::MoeRoute { top_k, .. } => {
+            let l = ins[0];
+            want_rank(l, 3, "router logits")?;
+            let e = l.shape[2].as_const().unwrap_or(0);
+            want(*top_k >= 1 && *top_k <= e, || format!("top_k {top_k} not in 1..={e}"))?;
+            let s: Shape = vec![l.shape[0], l.shape[1], Dim::c(*top_k)];
+            Ok(vec![f32_of(s.clone()), TensorType::new(s, DType::I32)])
+        }
+        Op::MoeExperts => {
+            let (x, wt, ix, g, u, d) = (ins[0], ins[1], ins[2], ins[3], ins[4], ins[5]);
+            want_rank(x, 3, "expert input")?;
+            want_dtype(ix, DType::I32, "expert indices")?;
+            want(wt.shape == ix.shape && wt.shape[..2] == x.shape[..2], || {
+                format!("routing {} / {} does not match {}", fmt_ty(wt), fmt_ty(ix), fmt_ty(x))
+            })?;
+            want_rank(g, 3, "expert gate")?;
+            let (e, i, h) = (g.shape[0], g.shape[1], g.shape[2]);
+            want(h == x.shape[2] && u.shape == g.shape && d.shape == vec![e, h, i], || {
+                format!("expert weights {} {} {} do not fit {}", fmt_ty(g), fmt_ty(u), fmt_ty(d), fmt_ty(x))
+            })?;
+            Ok(vec![x.clone()])
+        }
+    }
+}
+
+fn norm_like(x: &TensorType, w: &TensorType) -> R {
+    want(w.rank() == 1 && last(x) == Some(w.shape[0]), || {
+        format!("norm weight {} does not fit {}", fmt_ty(w), fmt_ty(x))
+    })?;
+    want_dtype(x, DType::F32, "norm input")?;
+    Ok(vec![x.clone()])
+}
+
+fn attention(q: &TensorType, k: &TensorType, v: &TensorType) -> R {
+    want_rank(q, 4, "query")?;
+    want_rank(k, 4, "keys")?;
+    want_rank(v, 4, "values")?;
+    let (nq, nkv) = (q.shape[2].as_const().unwrap_or(0), k.shape[1].as_const().unwrap_or(0));
+    want(nkv > 0 && nq % nkv == 0, || format!("{nq} query heads are not a multiple of {nkv} kv heads"))?;
+    want(q.shape[0] == k.shape[0] && q.shape[3] == k.shape[3], || {
+        format!("query {} and keys {} differ", fmt_ty(q), fmt_ty(k))
+    })?;
+    want(k.shape[..3] == v.shape[..3], || format!("keys {} and values {} differ", fmt_ty(k), fmt_ty(v)))?;
+    Ok(vec![f32_of(vec![q.shape[0], q.shape[1], q.shape[2], v.shape[3]])])
+}
+
+fn gdr(ins: &[&TensorType]) -> R {
+    let (q, k, v, g, beta, st) = (ins[0], ins[1], ins[2], ins[3], ins[4], ins[5]);
+    for (t, what) in [(q, "q"), (k, "k"), (v, "v")] {
+        want_rank(t, 4, what)?;
+    }
+    want(q == k, || format!("q {} and k {} differ", fmt_ty(q), fmt_ty(k)))?;
+    want(v.shape[..2] == q.shape[..2], || format!("v {} does not match q {}", fmt_ty(v), fmt_ty(q)))?;
+    let (hk, hv) = (q.shape[2].as_const().unwrap_or(0), v.shape[2].as_const().unwrap_or(0));
+    want(hk > 0 && hv % hk == 0, || format!("{hv} value heads are not a multiple of {hk} key heads"))?;
+    want(g.shape == v.shape[..3] && beta.shape == v.shape[..3], || {
+        format!("gates {} / {} must be {}", fmt_ty(g), fmt_ty(beta), fmt_ty(&f32_of(v.shape[..3].to_vec())))
+    })?;
+    let s = vec![v.shape[0], v.shape[2], q.shape[3], v.shape[3]];
+    want(st.shape == s, || format!("state {} must be {}", fmt_ty(st), fmt_ty(&f32_of(s.clone()))))?;
+    Ok(vec![v.clone(), st.clone()])
+}

@@ -1,0 +1,211 @@
+//! The op table: the single source of truth for every IR operation.
+//!
+//! Each variant documents its operands (with shapes) and results. [`Op::name`] drives the printer,
+//! [`Op::infer`] the verifier, and `interp::eval_op` gives the reference semantics. Adding an op is
+//! one variant here, one arm in `infer`, and one arm in the interpreter.
+//!
+//! Shape letters: `B` batch, `S` new tokens, `P` tokens already in the state, `H` hidden,
+//! `V` vocab, `E` experts, `k` top-k.
+
+use crate::types::{DType, Dim, Shape, TensorType};
+use serde::{Deserialize, Serialize};
+
+/// An IR operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    // ---- sources ---------------------------------------------------------------------------
+    /// A graph input supplied by the caller (token ids, positions, state). No operands.
+    Input { name: String, ty: TensorType },
+    /// A checkpoint tensor, by logical name (see `spec::TensorDecl`), f32 in the IR. No operands.
+    Weight { name: String, ty: TensorType },
+
+    // ---- data movement ---------------------------------------------------------------------
+    /// (table `[V,H]`, ids i32 `[B,S]`) -> `[B,S,H]`: row gather.
+    Embed,
+    /// (x) -> x with the same elements in row-major order and a new shape of equal size.
+    Reshape { shape: Shape },
+    /// (x) -> x[..., start..start+len, ...] along `axis`.
+    Slice { axis: usize, start: usize, len: usize },
+    /// (a, b, ...) -> concatenation along `axis`; all other dims equal.
+    Concat { axis: usize },
+
+    // ---- linear algebra --------------------------------------------------------------------
+    /// (x `[..., K]`, w `[N, K]`) -> `[..., N]`: `y = x wᵀ` (row-major `[out, in]` weights).
+    MatMul,
+
+    // ---- elementwise (binary ops broadcast the second operand over leading dims) -------------
+    /// (a, b) -> a + b; b's shape is a suffix of a's.
+    Add,
+    /// (a, b) -> a · b; b's shape is a suffix of a's, or b has a's shape with a trailing 1.
+    Mul,
+    /// (x) -> x·σ(x).
+    Silu,
+    /// (x) -> 1 / (1 + e^{-x}).
+    Sigmoid,
+    /// (x) -> ln(1 + e^x), or x where x > 20 (PyTorch's threshold).
+    Softplus,
+    /// (x) -> e^x.
+    Exp,
+    /// (x) -> -x.
+    Neg,
+    /// (x) -> x · by.
+    Scale { by: f32 },
+
+    // ---- normalisation ---------------------------------------------------------------------
+    /// (x `[..., D]`, w `[D]`) -> x · rsqrt(mean(x²) + eps) · (1 + w if zero_centred else w).
+    RmsNorm { eps: f32, zero_centred: bool },
+    /// (x `[..., D]`, z `[..., D]`, w `[D]`) -> w · (x · rsqrt(mean(x²) + eps)) · silu(z).
+    GatedRmsNorm { eps: f32 },
+    /// (x `[..., D]`) -> x · rsqrt(Σ x² + eps)  (eps added to the sum).
+    L2Norm { eps: f32 },
+
+    // ---- model-level -----------------------------------------------------------------------
+    /// (x `[B,S,N,D]`, positions i32 `[B,S]`) -> `[B,S,N,D]`: NeoX rotate-half RoPE on the first
+    /// `rotary_dim` dims of each head, `inv_freq[i] = 1/theta^(2i/rotary_dim)`; the rest pass.
+    Rope { theta: f64, rotary_dim: usize },
+    /// (cache `[B,N,P,D]`, new `[B,S,N,D]`) -> `[B,N,P+S,D]`: append along the sequence axis.
+    KvAppend,
+    /// (q `[B,S,Nq,D]`, k `[B,Nkv,P+S,D]`, v `[B,Nkv,P+S,Dv]`) -> `[B,S,Nq,Dv]`: causal GQA softmax
+    /// attention; query s sits at cache index P+s and sees keys 0..=P+s; head j uses kv head
+    /// j / (Nq/Nkv); scores are scaled by `scale`.
+    Attention { scale: f32 },
+    /// (x `[B,S,C]`, w `[C,K]`, state `[B,C,K-1]`) -> (y `[B,S,C]`, state' `[B,C,K-1]`): depthwise causal
+    /// conv, `y[t,c] = Σ_j w[c,j] · hist[t+j, c]` over `hist = state ++ x`; state' = last K-1
+    /// columns of hist. No activation.
+    CausalConv1d { kernel: usize },
+    /// (q `[B,S,Hk,Dk]`, k `[B,S,Hk,Dk]`, v `[B,S,Hv,Dv]`, g `[B,S,Hv]`, beta `[B,S,Hv]`,
+    ///  state `[B,Hv,Dk,Dv]`) -> (o `[B,S,Hv,Dv]`, state' `[B,Hv,Dk,Dv]`): the gated delta rule,
+    /// value head h reads q/k head h / (Hv/Hk); per token: S ← e^g S; m = Sᵀk; S += k ⊗ β(v − m);
+    /// o = Sᵀq. `chunk` = Some(C) evaluates the same function in the C-token chunked form.
+    GatedDeltaRule { chunk: Option<usize> },
+    /// (logits `[B,S,E]`) -> (weights f32 `[B,S,k]`, experts i32 `[B,S,k]`): softmax over E, top-k in
+    /// descending order (ties: lower index first), renormalised to sum 1 when `renormalize`.
+    MoeRoute { top_k: usize, renormalize: bool },
+    /// (x `[B,S,H]`, weights `[B,S,k]`, experts i32 `[B,S,k]`, gate `[E,I,H]`, up `[E,I,H]`, down `[E,H,I]`)
+    /// -> `[B,S,H]`: Σ_i weights_i · down_e (silu(gate_e x) ⊙ up_e x), e = experts_i.
+    MoeExperts,
+}
+
+/// Broad families of ops, for passes and summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpClass {
+    /// Inputs and weights.
+    Source,
+    /// Reshape/slice/concat/gather.
+    Movement,
+    /// Matrix products.
+    Linear,
+    /// Pointwise maps.
+    Elementwise,
+    /// Norms (reductions over the last dim).
+    Norm,
+    /// Model-level ops with their own kernels.
+    Model,
+}
+
+impl Op {
+    /// The printer / kernel-table name (snake_case).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Weight { .. } => "weight",
+            Op::Embed => "embed",
+            Op::Reshape { .. } => "reshape",
+            Op::Slice { .. } => "slice",
+            Op::Concat { .. } => "concat",
+            Op::MatMul => "matmul",
+            Op::Add => "add",
+            Op::Mul => "mul",
+            Op::Silu => "silu",
+            Op::Sigmoid => "sigmoid",
+            Op::Softplus => "softplus",
+            Op::Exp => "exp",
+            Op::Neg => "neg",
+            Op::Scale { .. } => "scale",
+            Op::RmsNorm { .. } => "rms_norm",
+            Op::GatedRmsNorm { .. } => "gated_rms_norm",
+            Op::L2Norm { .. } => "l2_norm",
+            Op::Rope { .. } => "rope",
+            Op::KvAppend => "kv_append",
+            Op::Attention { .. } => "attention",
+            Op::CausalConv1d { .. } => "causal_conv1d",
+            Op::GatedDeltaRule { .. } => "gated_delta_rule",
+            Op::MoeRoute { .. } => "moe_route",
+            Op::MoeExperts => "moe_experts",
+        }
+    }
+
+    /// The op's family.
+    pub fn class(&self) -> OpClass {
+        match self {
+            Op::Input { .. } | Op::Weight { .. } => OpClass::Source,
+            Op::Embed | Op::Reshape { .. } | Op::Slice { .. } | Op::Concat { .. } => OpClass::Movement,
+            Op::MatMul => OpClass::Linear,
+            Op::Add | Op::Mul | Op::Silu | Op::Sigmoid | Op::Softplus | Op::Exp | Op::Neg | Op::Scale { .. } => {
+                OpClass::Elementwise
+            }
+            Op::RmsNorm { .. } | Op::GatedRmsNorm { .. } | Op::L2Norm { .. } => OpClass::Norm,
+            _ => OpClass::Model,
+        }
+    }
+
+    /// Number of operands, `None` for variadic ops.
+    pub fn arity(&self) -> Option<usize> {
+        Some(match self {
+            Op::Input { .. } | Op::Weight { .. } => 0,
+            Op::Reshape { .. } | Op::Slice { .. } | Op::Silu | Op::Sigmoid | Op::Softplus | Op::Exp | Op::Neg => 1,
+            Op::Scale { .. } | Op::L2Norm { .. } | Op::MoeRoute { .. } => 1,
+            Op::Concat { .. } => return None,
+            Op::Embed | Op::MatMul | Op::Add | Op::Mul | Op::RmsNorm { .. } | Op::Rope { .. } | Op::KvAppend => 2,
+            Op::GatedRmsNorm { .. } | Op::Attention { .. } | Op::CausalConv1d { .. } => 3,
+            Op::GatedDeltaRule { .. } | Op::MoeExperts => 6,
+        })
+    }
+
+    /// Attributes as printed after the name, e.g. `eps=1e-6 zero_centred`.
+    pub fn attrs(&self) -> String {
+        match self {
+            Op::Input { name, .. } | Op::Weight { name, .. } => format!("{name:?}"),
+            Op::Reshape { shape } => {
+                let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+                format!("[{}]", dims.join(","))
+            }
+            Op::Slice { axis, start, len } => format!("axis={axis} start={start} len={len}"),
+            Op::Concat { axis } => format!("axis={axis}"),
+            Op::Scale { by } => format!("by={by:e}"),
+            Op::RmsNorm { eps, zero_centred } => {
+                format!("eps={eps:e}{}", if *zero_centred { " zero_centred" } else { "" })
+            }
+            Op::GatedRmsNorm { eps } | Op::L2Norm { eps } => format!("eps={eps:e}"),
+            Op::Rope { theta, rotary_dim } => format!("theta={theta:e} rotary_dim={rotary_dim}"),
+            Op::Attention { scale } => format!("scale={scale:e}"),
+            Op::CausalConv1d { kernel } => format!("kernel={kernel}"),
+            Op::GatedDeltaRule { chunk: Some(c) } => format!("chunk={c}"),
+            Op::GatedDeltaRule { chunk: None } => "recurrent".into(),
+            Op::MoeRoute { top_k, renormalize } => {
+                format!("top_k={top_k}{}", if *renormalize { " renormalize" } else { "" })
+            }
+            _ => String::new(),
+        }
+    }
+
+    /// Result types from operand types, or a message saying what does not fit.
+    pub fn infer(&self, ins: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+        if let Some(n) = self.arity() {
+            if ins.len() != n {
+                return Err(format!("{} takes {n} operands, got {}", self.name(), ins.len()));
+            }
+        }
+        crate::infer::infer(self, ins)
+    }
+}
+
+/// Product of dims, when it can be written as one [`Dim`].
+pub(crate) fn numel(shape: &[Dim]) -> Option<Dim> {
+    shape.iter().try_fold(Dim::c(1), |acc, d| acc.mul(*d))
+}
+
+/// Shorthand used by shape inference.
+pub(crate) fn f32_of(shape: Shape) -> TensorType {
+    TensorType::new(shape, DType::F32)
+}

@@ -1,0 +1,1 @@
+//! qgc's named pass pipeline (later issues add DCE/CSE, egg phases and the memory plan).

@@ -1,0 +1,10 @@
+//! qgc's runtime: opening models ([`model`]), weights from safetensors checkpoints
+//! ([`weights`]), and sessions that hold per-sequence state and run the entry points
+//! ([`session`]).
+
+pub mod model;
+pub mod session;
+pub mod weights;
+
+pub use model::{open_model, Model, ModelError, ModelKind};
+pub use session::{Session, SessionError};

@@ -1,0 +1,125 @@
+//! Opening a MODEL argument: a spec JSON, an HF model directory or config.json (imported on the
+//! fly), or a compiled artifact. Every command that takes a MODEL goes through [`open_model`].
+
+use qgc_codegen::Artifact;
+use qgc_ir::spec::hf;
+use qgc_ir::{LowerOptions, ModelSpec, Program, SpecErrors};
+use std::path::{Path, PathBuf};
+
+/// What a MODEL argument turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A qgc spec (`models/*.json`).
+    Spec,
+    /// An HF model directory (config.json + safetensors).
+    HfDir,
+    /// An HF config.json on its own.
+    HfConfig,
+    /// A compiled artifact.
+    Artifact,
+}
+
+/// A model ready to run: spec, lowered program, and where weights may come from.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The validated spec.
+    pub spec: ModelSpec,
+    /// Lowering options used.
+    pub options: LowerOptions,
+    /// Both entry points.
+    pub program: Program,
+    /// What the argument was.
+    pub kind: ModelKind,
+    /// The HF directory, when MODEL was one (its weights are the default).
+    pub hf_dir: Option<PathBuf>,
+}
+
+/// Failures opening a MODEL.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The path is not there or unreadable.
+    #[error("{path}: {message}")]
+    Io {
+        /// MODEL path.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The spec or config is invalid; all problems listed.
+    #[error("{path}: invalid {what}:\n{}", indent(.errors))]
+    Spec {
+        /// File.
+        path: String,
+        /// `spec` or `HF config`.
+        what: &'static str,
+        /// Every problem.
+        errors: SpecErrors,
+    },
+    /// The artifact is unreadable.
+    #[error(transparent)]
+    Artifact(#[from] qgc_codegen::ArtifactError),
+    /// Lowering failed (a bug: validated specs must lower).
+    #[error("{path}: lowering failed: {message}")]
+    Lower {
+        /// File.
+        path: String,
+        /// Why.
+        message: String,
+    },
+}
+
+fn indent(e: &SpecErrors) -> String {
+    e.0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n")
+}
+
+/// Opens `path` as a spec, HF dir/config or artifact; lowers with `options` unless it is an
+/// artifact (which carries its own program).
+pub fn open_model(path: &Path, options: &LowerOptions) -> Result<Model, ModelError> {
+    let shown = path.display().to_string();
+    let io = |message: String| ModelError::Io { path: shown.clone(), message };
+    let meta = std::fs::metadata(path).map_err(|e| io(e.to_string()))?;
+    if meta.is_dir() {
+        let config = path.join("config.json");
+        if !config.is_file() {
+            return Err(io("directory has no config.json (expected an HF model directory)".into()));
+        }
+        let text = std::fs::read_to_string(&config).map_err(|e| io(format!("config.json: {e}")))?;
+        let names = crate::weights::Checkpoint::open(path).ok().map(|c| c.names());
+        let spec = import(&config, &text, names.as_deref())?;
+        let mut m = lowered(spec, options, ModelKind::HfDir, &shown)?;
+        m.hf_dir = Some(path.to_path_buf());
+        return Ok(m);
+    }
+    let bytes = std::fs::read(path).map_err(|e| io(e.to_string()))?;
+    if Artifact::sniff(&bytes) {
+        let art = Artifact::from_bytes(&bytes, &shown)?;
+        return Ok(Model {
+            spec: art.spec,
+            options: art.options,
+            program: art.program,
+            kind: ModelKind::Artifact,
+            hf_dir: None,
+        });
+    }
+    let text = String::from_utf8(bytes).map_err(|_| io("not a qgc artifact and not UTF-8 JSON".into()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| io(format!("not a qgc artifact, spec or HF config: invalid JSON: {e}")))?;
+    if value.get("model_type").is_some() {
+        let spec = import(path, &text, None)?;
+        return lowered(spec, options, ModelKind::HfConfig, &shown);
+    }
+    let spec =
+        ModelSpec::from_json(&text).map_err(|errors| ModelError::Spec { path: shown.clone(), what: "spec", errors })?;
+    lowered(spec, options, ModelKind::Spec, &shown)
+}
+
+fn import(config: &Path, text: &str, names: Option<&[String]>) -> Result<ModelSpec, ModelError> {
+    let err = |errors| ModelError::Spec { path: config.display().to_string(), what: "HF config", errors };
+    hf::import_config(text, names).and_then(|f| f.resolve()).map_err(err)
+}
+
+fn lowered(spec: ModelSpec, options: &LowerOptions, kind: ModelKind, path: &str) -> Result<Model, ModelError> {
+    let program =
+        qgc_ir::lower(&spec, options).map_err(|e| ModelError::Lower { path: path.into(), message: e.to_string() })?;
+    Ok(Model { spec, options: *options, program, kind, hf_dir: None })
+}

@@ -1,0 +1,73 @@
+//! `qgc logits`: the stable interface external parity tests use.
+
+use anyhow::{anyhow, bail, Context, Result};
+use qgc_runtime::weights::{self, Checkpoint, Weights};
+use qgc_runtime::{open_model, Session};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct LogitsArgs {
+    /// A spec JSON, an HF model directory, or an artifact.
+    model: PathBuf,
+    /// HF checkpoint directory (default: MODEL when it is one).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Comma-separated token ids, e.g. 5,17,3.
+    #[arg(long)]
+    tokens: String,
+    /// Tokens fed through prefill before decoding the rest one at a time (default: all).
+    #[arg(long)]
+    prefill: Option<usize>,
+    /// Output safetensors file: one F32 tensor `logits` of shape [T, vocab].
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    lower: super::LowerArgs,
+}
+
+/// Parses `5,17,3` into ids.
+pub fn parse_tokens(s: &str) -> Result<Vec<i32>> {
+    let ids = s
+        .split(',')
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<i32>().map_err(|_| anyhow!("--tokens: {t:?} is not a token id")))
+        .collect::<Result<Vec<_>>>()?;
+    if ids.is_empty() {
+        bail!("--tokens: no token ids given");
+    }
+    Ok(ids)
+}
+
+pub fn run(a: &LogitsArgs) -> Result<()> {
+    let tokens = parse_tokens(&a.tokens)?;
+    let prefill = a.prefill.unwrap_or(tokens.len());
+    if prefill > tokens.len() {
+        bail!("--prefill {prefill} is more than the {} tokens given", tokens.len());
+    }
+    let m = open_model(&a.model, &a.lower.options())?;
+    let dir =
+        a.weights.clone().or(m.hf_dir.clone()).ok_or_else(|| {
+            anyhow!("{}: no weights: pass --weights DIR (an HF checkpoint directory)", a.model.display())
+        })?;
+    let ckpt = Checkpoint::open(&dir)?;
+    weights::check(&m.spec, &ckpt)?;
+    let w = Weights::new(ckpt);
+    let vocab = m.spec.vocab_size;
+    let mut s = Session::new(m.program, &w, vocab, m.spec.max_position_embeddings, 1);
+    let mut rows: Vec<f32> = Vec::with_capacity(tokens.len() * vocab);
+    if prefill > 0 {
+        let l = s.prefill(&[tokens[..prefill].to_vec()]).context("prefill")?;
+        rows.extend_from_slice(l.as_f32().expect("logits are f32"));
+    }
+    for (i, &t) in tokens[prefill..].iter().enumerate() {
+        let l = s.decode(&[t]).with_context(|| format!("decoding token {}", prefill + i))?;
+        rows.extend_from_slice(l.as_f32().expect("logits are f32"));
+    }
+    let bytes: Vec<u8> = rows.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![tokens.len(), vocab], &bytes)?;
+    let data = safetensors::serialize([("logits", view)], None)?;
+    super::write_atomic(&a.out, &data)?;
+    eprintln!("wrote {} ([{}, {}])", a.out.display(), tokens.len(), vocab);
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! `qgc`: compile, inspect and run hybrid Gated DeltaNet / gated attention LLMs.
+
+mod logits;
+mod summary;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use qgc_codegen::Artifact;
+use qgc_ir::LowerOptions;
+use qgc_runtime::open_model;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "qgc", version, about = "A model-graph compiler for hybrid Gated DeltaNet / gated attention LLMs")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// How GDN prefill is evaluated (the same function either way).
+#[derive(Clone, Copy, ValueEnum)]
+enum GdnPrefill {
+    /// 64-token chunked form, as HF and flash-linear-attention compute it.
+    Chunked,
+    /// Exact per-token recurrence.
+    Recurrent,
+}
+
+#[derive(clap::Args)]
+struct LowerArgs {
+    /// GDN prefill form.
+    #[arg(long, value_enum, default_value = "chunked")]
+    gdn_prefill: GdnPrefill,
+}
+
+impl LowerArgs {
+    fn options(&self) -> LowerOptions {
+        LowerOptions {
+            gdn_prefill_chunk: match self.gdn_prefill {
+                GdnPrefill::Chunked => Some(64),
+                GdnPrefill::Recurrent => None,
+            },
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate, lower and verify MODEL, write an artifact, print a summary.
+    Compile {
+        /// A spec JSON, an HF model directory or config.json.
+        model: PathBuf,
+        /// Artifact to write.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Context length for the state-size line of the summary.
+        #[arg(long, default_value_t = 32768)]
+        context: u64,
+        #[command(flatten)]
+        lower: LowerArgs,
+    },
+    /// Print MODEL's summary (and its IR with --ir).
+    Inspect {
+        /// A spec JSON, an HF model directory or config.json, or an artifact.
+        model: PathBuf,
+        /// Also print both entry points' IR text.
+        #[arg(long)]
+        ir: bool,
+        /// Context length for the state-size line.
+        #[arg(long, default_value_t = 32768)]
+        context: u64,
+        #[command(flatten)]
+        lower: LowerArgs,
+    },
+    /// Compute logits for a token sequence: prefill the first N, decode the rest one at a time.
+    Logits(logits::LogitsArgs),
+    /// Convert an HF Qwen3Next config.json (or model directory) into a qgc spec.
+    Import {
+        /// HF model directory or its config.json.
+        source: PathBuf,
+        /// Spec JSON to write.
+        #[arg(short, long)]
+        out: PathBuf,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Compile { model, out, context, lower } => compile(&model, &out, context, &lower.options()),
+        Cmd::Inspect { model, ir, context, lower } => {
+            let m = open_model(&model, &lower.options())?;
+            print!("{}", summary::render(&m.spec, &m.program, context));
+            if ir {
+                println!();
+                print!("{}", qgc_ir::print(&m.program.prefill));
+                println!();
+                print!("{}", qgc_ir::print(&m.program.decode));
+            }
+            Ok(())
+        }
+        Cmd::Logits(args) => logits::run(&args),
+        Cmd::Import { source, out } => import(&source, &out),
+    }
+}
+
+fn compile(model: &Path, out: &Path, context: u64, options: &LowerOptions) -> Result<()> {
+    let t0 = Instant::now();
+    let m = open_model(model, options)?;
+    if m.kind == qgc_runtime::ModelKind::Artifact {
+        bail!("{}: is already a compiled artifact", model.display());
+    }
+    let art = Artifact::new(m.spec, m.options, m.program);
+    art.write(out).with_context(|| format!("writing {}", out.display()))?;
+    print!("{}", summary::render(&art.spec, &art.program, context));
+    println!("wrote      {} in {:.1} ms", out.display(), t0.elapsed().as_secs_f64() * 1e3);
+    Ok(())
+}
+
+fn import(source: &Path, out: &Path) -> Result<()> {
+    let m = open_model(source, &LowerOptions::default())?;
+    if !matches!(m.kind, qgc_runtime::ModelKind::HfDir | qgc_runtime::ModelKind::HfConfig) {
+        bail!("{}: not an HF config.json or model directory", source.display());
+    }
+    let dir = if source.is_dir() { source.join("config.json") } else { source.to_path_buf() };
+    let text = std::fs::read_to_string(&dir).with_context(|| format!("reading {}", dir.display()))?;
+    let names = m.hf_dir.as_deref().and_then(|d| qgc_runtime::weights::Checkpoint::open(d).ok()).map(|c| c.names());
+    let file = qgc_ir::spec::hf::import_config(&text, names.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let json = serde_json::to_string_pretty(&file)? + "\n";
+    write_atomic(out, json.as_bytes())?;
+    println!("wrote {} ({} layers)", out.display(), m.spec.num_layers());
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through a temporary file, so a failure leaves nothing behind.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    let r = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.with_context(|| format!("writing {}", path.display()))
+}
