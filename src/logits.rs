@@ -46,6 +46,13 @@ pub fn run(a: &LogitsArgs) -> Result<()> {
         bail!("--prefill {prefill} is more than the {} tokens given", tokens.len());
     }
     let m = open_model(&a.model, &a.lower.options())?;
+    let vocab = m.spec.vocab_size;
+    if let Some(&bad) = tokens.iter().find(|&&t| t < 0 || t as usize >= vocab) {
+        bail!("--tokens: token id {bad} is outside the vocabulary of {} (0..{vocab})", a.model.display());
+    }
+    if tokens.len() > m.spec.max_position_embeddings {
+        bail!("--tokens: {} tokens exceed the model's {} positions", tokens.len(), m.spec.max_position_embeddings);
+    }
     let dir =
         a.weights.clone().or(m.hf_dir.clone()).ok_or_else(|| {
             anyhow!("{}: no weights: pass --weights DIR (an HF checkpoint directory)", a.model.display())
@@ -53,7 +60,6 @@ pub fn run(a: &LogitsArgs) -> Result<()> {
     let ckpt = Checkpoint::open(&dir)?;
     weights::check(&m.spec, &ckpt)?;
     let w = Weights::new(ckpt);
-    let vocab = m.spec.vocab_size;
     let mut s = Session::new(m.program, &w, vocab, m.spec.max_position_embeddings, 1);
     let mut rows: Vec<f32> = Vec::with_capacity(tokens.len() * vocab);
     if prefill > 0 {

@@ -104,6 +104,10 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", qgc_ir::print(&m.program.prefill));
                 println!();
                 print!("{}", qgc_ir::print(&m.program.decode));
+                if let Some(mtp) = &m.program.mtp {
+                    println!();
+                    print!("{}", qgc_ir::print(mtp));
+                }
             }
             Ok(())
         }
@@ -119,7 +123,7 @@ fn compile(model: &Path, out: &Path, context: u64, options: &LowerOptions) -> Re
         bail!("{}: is already a compiled artifact", model.display());
     }
     let art = Artifact::new(m.spec, m.options, m.program);
-    art.write(out).with_context(|| format!("writing {}", out.display()))?;
+    art.write(out)?;
     print!("{}", summary::render(&art.spec, &art.program, context));
     println!("wrote      {} in {:.1} ms", out.display(), t0.elapsed().as_secs_f64() * 1e3);
     Ok(())

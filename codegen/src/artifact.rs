@@ -19,12 +19,12 @@ const HEADER: usize = 8 + 4 + 8;
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
     /// Filesystem error.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// File.
         path: String,
         /// Cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Not a qgc artifact, wrong version, truncated, corrupted or inconsistent.
     #[error("{path}: {message}")]
@@ -116,7 +116,7 @@ impl Artifact {
         if art.spec_hash != spec_hash(&art.spec) {
             return Err(bad("spec hash does not match the embedded spec".into()));
         }
-        for g in [&art.program.prefill, &art.program.decode] {
+        for g in [&art.program.prefill, &art.program.decode].into_iter().chain(&art.program.mtp) {
             qgc_ir::verify(g).map_err(|e| bad(format!("embedded IR does not verify: {e}")))?;
         }
         Ok(art)
@@ -124,7 +124,7 @@ impl Artifact {
 
     /// Writes atomically to `path`.
     pub fn write(&self, path: &Path) -> Result<(), ArtifactError> {
-        let io = |source| ArtifactError::Io { path: path.display().to_string(), source };
+        let io = |error| ArtifactError::Io { path: path.display().to_string(), error };
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
         let result = (|| {
@@ -142,7 +142,7 @@ impl Artifact {
     /// Reads and checks `path`.
     pub fn read(path: &Path) -> Result<Artifact, ArtifactError> {
         let bytes =
-            std::fs::read(path).map_err(|source| ArtifactError::Io { path: path.display().to_string(), source })?;
+            std::fs::read(path).map_err(|error| ArtifactError::Io { path: path.display().to_string(), error })?;
         Artifact::from_bytes(&bytes, &path.display().to_string())
     }
 

@@ -144,6 +144,7 @@ pub(crate) fn infer(op: &Op, ins: &[&TensorType]) -> R {
         Op::MoeRoute { top_k, .. } => {
             let l = ins[0];
             want_rank(l, 3, "router logits")?;
+            want_dtype(l, DType::F32, "router logits")?;
             let e = l.shape[2].as_const().unwrap_or(0);
             want(*top_k >= 1 && *top_k <= e, || format!("top_k {top_k} not in 1..={e}"))?;
             let s: Shape = vec![l.shape[0], l.shape[1], Dim::c(*top_k)];
@@ -175,6 +176,9 @@ fn norm_like(x: &TensorType, w: &TensorType) -> R {
 }
 
 fn attention(q: &TensorType, k: &TensorType, v: &TensorType) -> R {
+    for (t, what) in [(q, "query"), (k, "keys"), (v, "values")] {
+        want_dtype(t, DType::F32, what)?;
+    }
     want_rank(q, 4, "query")?;
     want_rank(k, 4, "keys")?;
     want_rank(v, 4, "values")?;
@@ -191,6 +195,9 @@ fn gdr(ins: &[&TensorType]) -> R {
     let (q, k, v, g, beta, st) = (ins[0], ins[1], ins[2], ins[3], ins[4], ins[5]);
     for (t, what) in [(q, "q"), (k, "k"), (v, "v")] {
         want_rank(t, 4, what)?;
+    }
+    for (t, what) in [(q, "q"), (k, "k"), (v, "v"), (g, "g"), (beta, "beta"), (st, "state")] {
+        want_dtype(t, DType::F32, what)?;
     }
     want(q == k, || format!("q {} and k {} differ", fmt_ty(q), fmt_ty(k)))?;
     want(v.shape[..2] == q.shape[..2], || format!("v {} does not match q {}", fmt_ty(v), fmt_ty(q)))?;

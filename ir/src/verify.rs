@@ -84,8 +84,9 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
         }
         let here = format!("output {name}");
         let v = g.output(name).ok_or_else(|| err(&here, "state input is not returned".into()))?;
-        if *g.ty(v) != advanced(ty, g.seq_dim()) {
-            return Err(err(&here, format!("returns {} for state {}", g.ty(v), ty)));
+        let want = advanced(ty, g.seq_dim());
+        if *g.ty(v) != want {
+            return Err(err(&here, format!("returns {} for state {ty}, expected {want}", g.ty(v))));
         }
     }
     Ok(())
