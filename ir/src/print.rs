@@ -9,6 +9,7 @@
 //! ```
 
 use crate::graph::{Graph, Value};
+use crate::op::Op;
 use std::fmt::Write;
 
 fn val(v: &Value, g: &Graph) -> String {
@@ -41,7 +42,15 @@ pub fn print(g: &Graph) -> String {
             rhs.push_str(&args.join(", "));
         }
         let tys: Vec<String> = n.outputs.iter().map(|t| t.to_string()).collect();
-        let _ = writeln!(s, "  {lhs} = {rhs} : {}   # {}", tys.join(", "), n.name);
+        let named = match &n.op {
+            Op::Input { name, .. } | Op::Weight { name, .. } => *name == n.name,
+            _ => false,
+        };
+        if named {
+            let _ = writeln!(s, "  {lhs} = {rhs} : {}", tys.join(", "));
+        } else {
+            let _ = writeln!(s, "  {lhs} = {rhs} : {}   # {}", tys.join(", "), n.name);
+        }
     }
     let outs: Vec<String> = g.outputs.iter().map(|(n, v)| format!("{n}={}", val(v, g))).collect();
     let _ = writeln!(s, "  return {}", outs.join(", "));
