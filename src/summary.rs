@@ -9,7 +9,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -51,7 +51,7 @@ fn layout(spec: &ModelSpec) -> String {
     for start in 0..s.len() {
         let rest = &s[start..];
         for p in 1..=rest.len() / 2 {
-            if rest.len() % p == 0 && rest.chunks(p).all(|c| c == &rest[..p]) {
+            if rest.len().is_multiple_of(p) && rest.chunks(p).all(|c| c == &rest[..p]) {
                 let head: String = s[..start].iter().collect();
                 let period: String = rest[..p].iter().collect();
                 let sep = if head.is_empty() { "" } else { " + " };

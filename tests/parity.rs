@@ -81,7 +81,7 @@ fn continuation_is_exact() {
         let w = Weights::new(Checkpoint::open(&dir).unwrap());
         let new = || Session::new(m.program.clone(), &w, m.spec.vocab_size, m.spec.max_position_embeddings, 1);
         let t = &r.tokens;
-        let whole = new().prefill(&[t.clone()]).unwrap();
+        let whole = new().prefill(std::slice::from_ref(t)).unwrap();
         for split in [1, 2, 5, t.len() / 2, t.len() - 1] {
             let mut s = new();
             let a = s.prefill(&[t[..split].to_vec()]).unwrap();

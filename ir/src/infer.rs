@@ -68,7 +68,7 @@ pub(crate) fn infer(op: &Op, ins: &[&TensorType]) -> R {
                 want(a.len() == b.len() && t.dtype == first.dtype, || {
                     format!("concat operands {} and {} differ", fmt_ty(first), fmt_ty(t))
                 })?;
-                s[*axis] = s[*axis].add(t.shape[*axis]);
+                s[*axis] = s[*axis].plus(t.shape[*axis]);
                 a[*axis] = Dim::c(0);
                 b[*axis] = Dim::c(0);
                 want(a == b, || format!("concat operands {} and {} differ off axis {axis}", fmt_ty(first), fmt_ty(t)))?;
@@ -126,7 +126,7 @@ pub(crate) fn infer(op: &Op, ins: &[&TensorType]) -> R {
             want(c.shape[0] == n.shape[0] && c.shape[1] == n.shape[2] && c.shape[3] == n.shape[3], || {
                 format!("cache {} cannot take entries {}", fmt_ty(c), fmt_ty(n))
             })?;
-            Ok(vec![f32_of(vec![c.shape[0], c.shape[1], c.shape[2].add(n.shape[1]), c.shape[3]])])
+            Ok(vec![f32_of(vec![c.shape[0], c.shape[1], c.shape[2].plus(n.shape[1]), c.shape[3]])])
         }
         Op::Attention { .. } => attention(ins[0], ins[1], ins[2]),
         Op::CausalConv1d { kernel } => {

@@ -1,12 +1,17 @@
 //! Lowering: a [`ModelSpec`] becomes a [`Program`] — two entry points, `prefill` over `S` tokens
-//! and `decode` of one token, over the same explicit state (qwen3-next.md §3-4).
+//! and `decode` of one token, over the same explicit state (qwen3-next.md §3-4), plus a third,
+//! `mtp`, when the spec has a multi-token-prediction block (qwen3-next.md §6; built in `lower/mtp.rs`).
 //!
-//! Inputs of both graphs: `tokens` i32 `[B,S]`, `positions` i32 `[B,S]` and every `state.*` tensor;
-//! outputs: `logits` f32 `[B,S,V]` and every `state.*` tensor, advanced by the call's tokens.
+//! Inputs of `prefill`/`decode`: `tokens` i32 `[B,S]`, `positions` i32 `[B,S]` and every `state.*`
+//! tensor; outputs: `logits` f32 `[B,S,V]`, with an MTP block also `hidden` f32 `[B,S,H]` (the
+//! final hidden state after `model.norm`, which the MTP block consumes), and every `state.*`
+//! tensor, advanced by the call's tokens.
+
+mod mtp;
 
 use crate::graph::{Graph, Value};
 use crate::op::Op;
-use crate::spec::{AttnSpec, FfnSpec, GdnSpec, MixerSpec, ModelSpec, MoeSpec};
+use crate::spec::{AttnSpec, FfnSpec, GdnSpec, LayerSpec, MixerSpec, ModelSpec, MoeSpec};
 use crate::types::{const_shape, DType, Dim, Shape, Sym, TensorType};
 use crate::IrError;
 use serde::{Deserialize, Serialize};
@@ -27,36 +32,55 @@ impl Default for LowerOptions {
 /// One state tensor of a sequence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateDecl {
-    /// `state.l{i}.{k,v,conv,ssm}`.
+    /// `state.l{i}.{k,v,conv,ssm}` (main model) or `state.mtp{j}.{k,v}` (MTP block).
     pub name: String,
     /// Type before a call (`P` = tokens already held). Fresh state is all zeros with `P = 0`.
     pub ty: TensorType,
 }
 
-/// The lowered model: both entry points and the state they share.
+/// The lowered model: the entry points and the state they carry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Program {
     /// Prefill (and chunked continuation) over `S` tokens.
     pub prefill: Graph,
     /// Decode of exactly one token.
     pub decode: Graph,
-    /// The state layout, in input order.
+    /// The state layout of `prefill` and `decode`, in input order.
     pub state: Vec<StateDecl>,
+    /// The MTP draft entry point over `S` positions, when the spec has an MTP block. Inputs:
+    /// `tokens` i32 `[B,S]` (the next tokens x_{i+1}), `positions` i32 `[B,S]` (the target
+    /// positions pos_i), `hidden` f32 `[B,S,H]` (the target's `hidden` output h_i) and the
+    /// [`Program::mtp_state`] tensors; outputs: draft `logits` f32 `[B,S,V]`, `hidden` f32 `[B,S,H]`
+    /// (after `mtp.norm`, for chaining drafts) and the advanced MTP state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtp: Option<Graph>,
+    /// The state layout of `mtp` (its own KV caches, `state.mtp{j}.{k,v}`), in input order; empty
+    /// without an MTP block.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mtp_state: Vec<StateDecl>,
 }
 
-/// Lowers `spec` into both entry points and verifies them.
+/// Lowers `spec` into its entry points and verifies them.
 pub fn lower(spec: &ModelSpec, opts: &LowerOptions) -> Result<Program, IrError> {
     let prefill = build(spec, "prefill", None, opts.gdn_prefill_chunk)?;
     let decode = build(spec, "decode", Some(1), None)?;
     crate::verify(&prefill)?;
     crate::verify(&decode)?;
-    let state = prefill
-        .inputs()
+    let mtp = spec.mtp.as_ref().map(|m| mtp::build(spec, m)).transpose()?;
+    if let Some(g) = &mtp {
+        crate::verify(g)?;
+    }
+    let mtp_state = mtp.as_ref().map(state_decls).unwrap_or_default();
+    Ok(Program { state: state_decls(&prefill), prefill, decode, mtp, mtp_state })
+}
+
+/// The `state.*` inputs of `g`, in input order.
+fn state_decls(g: &Graph) -> Vec<StateDecl> {
+    g.inputs()
         .into_iter()
         .filter(|(n, _)| n.starts_with("state."))
         .map(|(n, t)| StateDecl { name: n.to_string(), ty: t.clone() })
-        .collect();
-    Ok(Program { prefill, decode, state })
+        .collect()
 }
 
 /// Graph-building context for one entry point.
@@ -70,40 +94,63 @@ struct Ctx<'a> {
 }
 
 fn build(spec: &ModelSpec, name: &str, fixed_seq: Option<usize>, gdn_chunk: Option<usize>) -> Result<Graph, IrError> {
-    let mut g = Graph::new(name);
-    g.fixed_seq = fixed_seq;
-    let (b, s) = (Dim::sym(Sym::B), g.seq_dim());
-    let ids = TensorType::new(vec![b, s], DType::I32);
-    let tokens = g.add1("tokens", Op::Input { name: "tokens".into(), ty: ids.clone() }, &[])?;
-    let positions = g.add1("positions", Op::Input { name: "positions".into(), ty: ids }, &[])?;
-    let mut cx = Ctx { g, spec, b, s, positions, gdn_chunk };
+    let (mut cx, tokens) = Ctx::start(spec, name, fixed_seq, gdn_chunk)?;
     let table = cx.weight("model.embed_tokens.weight", &[spec.vocab_size, spec.hidden_size])?;
     let mut x = cx.op("embed", Op::Embed, &[table, tokens])?;
     for (i, layer) in spec.layers.iter().enumerate() {
-        let p = format!("model.layers.{i}");
-        let l = format!("l{i}");
-        let h = cx.norm(&format!("{l}.input_norm"), x, &format!("{p}.input_layernorm.weight"))?;
-        let m = match &layer.mixer {
-            MixerSpec::GatedDeltanet(gdn) => cx.gdn(&l, &p, gdn, h)?,
-            MixerSpec::GatedAttention(at) => cx.attention(&l, &p, at, h)?,
-        };
-        x = cx.op(format!("{l}.mixer_residual"), Op::Add, &[x, m])?;
-        let h = cx.norm(&format!("{l}.post_norm"), x, &format!("{p}.post_attention_layernorm.weight"))?;
-        let f = match &layer.ffn {
-            FfnSpec::Moe(moe) => cx.moe(&l, &p, moe, h)?,
-            FfnSpec::Dense(d) => cx.swiglu(&format!("{l}.mlp"), &format!("{p}.mlp"), d.width, h)?,
-        };
-        x = cx.op(format!("{l}.ffn_residual"), Op::Add, &[x, f])?;
+        x = cx.layer(&format!("l{i}"), &format!("model.layers.{i}"), layer, x)?;
     }
     let h = cx.norm("final_norm", x, "model.norm.weight")?;
-    let head = if spec.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
-    let w = cx.weight(head, &[spec.vocab_size, spec.hidden_size])?;
-    let logits = cx.op("logits", Op::MatMul, &[h, w])?;
+    let logits = cx.lm_head("logits", h)?;
     cx.g.outputs.insert(0, ("logits".into(), logits));
+    if spec.mtp.is_some() {
+        cx.g.outputs.insert(1, ("hidden".into(), h));
+    }
     Ok(cx.g)
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// A fresh graph `name` with its `tokens` and `positions` inputs; returns the context and
+    /// the `tokens` value.
+    fn start(
+        spec: &'a ModelSpec,
+        name: &str,
+        fixed_seq: Option<usize>,
+        gdn_chunk: Option<usize>,
+    ) -> Result<(Self, Value), IrError> {
+        let mut g = Graph::new(name);
+        g.fixed_seq = fixed_seq;
+        let (b, s) = (Dim::sym(Sym::B), g.seq_dim());
+        let ids = TensorType::new(vec![b, s], DType::I32);
+        let tokens = g.add1("tokens", Op::Input { name: "tokens".into(), ty: ids.clone() }, &[])?;
+        let positions = g.add1("positions", Op::Input { name: "positions".into(), ty: ids }, &[])?;
+        Ok((Ctx { g, spec, b, s, positions, gdn_chunk }, tokens))
+    }
+
+    /// One decoder layer on the residual stream `x` `[B,S,H]` (qwen3-next.md §3.1): node names
+    /// under `l` (`l7`, `mtp0`), weights under `p` (`model.layers.7`, `mtp.layers.0`).
+    fn layer(&mut self, l: &str, p: &str, layer: &LayerSpec, x: Value) -> Result<Value, IrError> {
+        let h = self.norm(&format!("{l}.input_norm"), x, &format!("{p}.input_layernorm.weight"))?;
+        let m = match &layer.mixer {
+            MixerSpec::GatedDeltanet(gdn) => self.gdn(l, p, gdn, h)?,
+            MixerSpec::GatedAttention(at) => self.attention(l, p, at, h)?,
+        };
+        let x = self.op(format!("{l}.mixer_residual"), Op::Add, &[x, m])?;
+        let h = self.norm(&format!("{l}.post_norm"), x, &format!("{p}.post_attention_layernorm.weight"))?;
+        let f = match &layer.ffn {
+            FfnSpec::Moe(moe) => self.moe(l, p, moe, h)?,
+            FfnSpec::Dense(d) => self.swiglu(&format!("{l}.mlp"), &format!("{p}.mlp"), d.width, h)?,
+        };
+        self.op(format!("{l}.ffn_residual"), Op::Add, &[x, f])
+    }
+
+    /// `h · lm_headᵀ` (the embedding when tied): `[B,S,H]` -> `[B,S,V]`.
+    fn lm_head(&mut self, name: &str, h: Value) -> Result<Value, IrError> {
+        let head = if self.spec.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
+        let w = self.weight(head, &[self.spec.vocab_size, self.spec.hidden_size])?;
+        self.op(name, Op::MatMul, &[h, w])
+    }
+
     fn op(&mut self, name: impl Into<String>, op: Op, ins: &[Value]) -> Result<Value, IrError> {
         self.g.add1(name, op, ins)
     }

@@ -202,7 +202,7 @@ impl Op {
 
 /// Product of dims, when it can be written as one [`Dim`].
 pub(crate) fn numel(shape: &[Dim]) -> Option<Dim> {
-    shape.iter().try_fold(Dim::c(1), |acc, d| acc.mul(*d))
+    shape.iter().try_fold(Dim::c(1), |acc, d| acc.times(*d))
 }
 
 /// Shorthand used by shape inference.

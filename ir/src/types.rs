@@ -84,7 +84,7 @@ impl Dim {
         (self.coeffs == [0; 3] && self.constant >= 0).then_some(self.constant as usize)
     }
     /// Sum of two dimensions.
-    pub fn add(self, o: Dim) -> Dim {
+    pub fn plus(self, o: Dim) -> Dim {
         let mut d = self;
         d.constant += o.constant;
         for i in 0..3 {
@@ -93,7 +93,7 @@ impl Dim {
         d
     }
     /// Product with a constant dimension (`None` when both are symbolic).
-    pub fn mul(self, o: Dim) -> Option<Dim> {
+    pub fn times(self, o: Dim) -> Option<Dim> {
         let (k, d) = match (self.as_const(), o.as_const()) {
             (Some(k), _) => (k as i64, o),
             (_, Some(k)) => (k as i64, self),

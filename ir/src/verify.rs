@@ -27,7 +27,7 @@ pub fn advanced(t: &TensorType, seq: Dim) -> TensorType {
             p.coeffs[2] = 0;
             let mut out = p;
             for _ in 0..d.coeffs[2] {
-                out = out.add(Dim::sym(crate::types::Sym::P)).add(seq);
+                out = out.plus(Dim::sym(crate::types::Sym::P)).plus(seq);
             }
             out
         })
