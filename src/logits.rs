@@ -51,7 +51,12 @@ pub fn run(a: &LogitsArgs) -> Result<()> {
         bail!("--tokens: token id {bad} is outside the vocabulary of {} (0..{vocab})", a.model.display());
     }
     if tokens.len() > m.spec.max_position_embeddings {
-        bail!("--tokens: {} tokens exceed the model's {} positions", tokens.len(), m.spec.max_position_embeddings);
+        // HF's default RoPE does not enforce max_position_embeddings either; say so, then compute.
+        eprintln!(
+            "warning: {} tokens exceed the model's max_position_embeddings {}; computing anyway",
+            tokens.len(),
+            m.spec.max_position_embeddings
+        );
     }
     let dir =
         a.weights.clone().or(m.hf_dir.clone()).ok_or_else(|| {
@@ -60,7 +65,7 @@ pub fn run(a: &LogitsArgs) -> Result<()> {
     let ckpt = Checkpoint::open(&dir)?;
     weights::check(&m.spec, &ckpt)?;
     let w = Weights::new(ckpt);
-    let mut s = Session::new(m.program, &w, vocab, m.spec.max_position_embeddings, 1);
+    let mut s = Session::new(m.program, &w, vocab, usize::MAX, 1);
     let mut rows: Vec<f32> = Vec::with_capacity(tokens.len() * vocab);
     if prefill > 0 {
         let l = s.prefill(&[tokens[..prefill].to_vec()]).context("prefill")?;

@@ -95,7 +95,10 @@ const CASES: &[(&str, Setup, &str)] = &[
     // ---- specs -------------------------------------------------------------------------------
     ("spec: kv heads", |t| compile_spec(t, |v| set(v, "/blocks/attn_moe/mixer/num_kv_heads", json!(3))), "error: $TMP/spec.json: invalid spec:\n  blocks.attn_moe.mixer.num_kv_heads: 3 does not divide num_heads 4"),
     ("spec: top_k", |t| compile_spec(t, |v| set(v, "/blocks/gdn_moe/ffn/top_k", json!(9))), "error: $TMP/spec.json: invalid spec:\n  blocks.gdn_moe.ffn.top_k: must be between 1 and num_experts 8, got 9"),
-    ("spec: odd rotary", |t| compile_spec(t, |v| set(v, "/blocks/attn_moe/mixer/partial_rotary_factor", json!(0.3125))), "error: $TMP/spec.json: invalid spec:\n  blocks.attn_moe.mixer.partial_rotary_factor: gives an odd rotary dim int(head_dim 16 * 0.3125) = 5; it must be even"),
+    ("spec: odd rotary", |t| compile_spec(t, |v| {
+        set(v, "/blocks/attn_moe/mixer/head_dim", json!(5));
+        set(v, "/blocks/attn_moe/mixer/partial_rotary_factor", json!(1.0));
+    }), "error: $TMP/spec.json: invalid spec:\n  blocks.attn_moe.mixer.partial_rotary_factor: gives rotary dim int(head_dim 5 * 1) = 5, which rotates 6 dims (rounded up to even, as HF does), more than head_dim 5"),
     ("spec: value heads", |t| compile_spec(t, |v| set(v, "/blocks/gdn_moe/mixer/num_value_heads", json!(3))), "error: $TMP/spec.json: invalid spec:\n  blocks.gdn_moe.mixer.num_value_heads: 3 is not a multiple of num_key_heads 2"),
     ("spec: unknown block", |t| compile_spec(t, |v| set(v, "/layers/3", json!("attn"))), "error: $TMP/spec.json: invalid spec:\n  layers[3]: unknown block \"attn\" (blocks: attn_moe, gdn_moe)"),
     ("spec: repeat 0", |t| compile_spec(t, |v| set(v, "/layers", json!([{"pattern": ["gdn_moe"], "repeat": 0}]))), "error: $TMP/spec.json: invalid spec:\n  layers[0].repeat: must be at least 1, got 0"),
@@ -176,7 +179,7 @@ const CASES: &[(&str, Setup, &str)] = &[
         let b = std::fs::read(&a).unwrap();
         std::fs::write(&a, &b[..1000]).unwrap();
         vec!["inspect".into(), a.display().to_string()]
-    }, "error: $TMP/m.qgc: truncated artifact: 1000 bytes, header says 168166"),
+    }, "error: $TMP/m.qgc: truncated artifact: 1000 bytes, header says 169606"),
     ("artifact: compiled twice", |t| {
         let a = t.join("m.qgc");
         let (code, _, err) = qgc(&["compile", "models/qwen3-next-tiny.json", "-o", &a.display().to_string()], t);

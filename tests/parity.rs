@@ -18,7 +18,7 @@ fn schedule(dir: &Path, opts: &LowerOptions, tokens: &[i32], prefill: usize) -> 
     let ckpt = Checkpoint::open(dir).unwrap();
     weights::check(&m.spec, &ckpt).unwrap();
     let w = Weights::new(ckpt);
-    let mut s = Session::new(m.program, &w, m.spec.vocab_size, m.spec.max_position_embeddings, 1);
+    let mut s = Session::new(m.program, &w, m.spec.vocab_size, usize::MAX, 1);
     let mut out = Vec::new();
     if prefill > 0 {
         out.extend_from_slice(s.prefill(&[tokens[..prefill].to_vec()]).unwrap().as_f32().unwrap());
@@ -79,7 +79,7 @@ fn continuation_is_exact() {
         let r = reference(&dir);
         let m = open_model(&dir, &LowerOptions::default()).unwrap();
         let w = Weights::new(Checkpoint::open(&dir).unwrap());
-        let new = || Session::new(m.program.clone(), &w, m.spec.vocab_size, m.spec.max_position_embeddings, 1);
+        let new = || Session::new(m.program.clone(), &w, m.spec.vocab_size, usize::MAX, 1);
         let t = &r.tokens;
         let whole = new().prefill(std::slice::from_ref(t)).unwrap();
         for split in [1, 2, 5, t.len() / 2, t.len() - 1] {
@@ -103,7 +103,7 @@ fn batch_rows_are_independent() {
     // Per sequence: prefill logits then one decode step's logits, concatenated.
     let run = |batch: &[Vec<i32>]| -> Vec<Vec<f32>> {
         let n = batch.len();
-        let mut s = Session::new(m.program.clone(), &w, m.spec.vocab_size, m.spec.max_position_embeddings, n);
+        let mut s = Session::new(m.program.clone(), &w, m.spec.vocab_size, usize::MAX, n);
         let first = s.prefill(batch).unwrap();
         let next: Vec<i32> = batch.iter().map(|b| b[0]).collect();
         let second = s.decode(&next).unwrap();

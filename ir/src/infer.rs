@@ -103,6 +103,14 @@ pub(crate) fn infer(op: &Op, ins: &[&TensorType]) -> R {
             want_dtype(ins[0], DType::F32, op.name())?;
             Ok(vec![ins[0].clone()])
         }
+        Op::MaskPadding => {
+            let (x, pos) = (ins[0], ins[1]);
+            want_dtype(pos, DType::I32, "positions")?;
+            want(pos.rank() == 2 && x.rank() >= 2 && pos.shape[..] == x.shape[..2], || {
+                format!("positions {} do not match {}", fmt_ty(pos), fmt_ty(x))
+            })?;
+            Ok(vec![x.clone()])
+        }
         Op::RmsNorm { .. } => norm_like(ins[0], ins[1]),
         Op::GatedRmsNorm { .. } => {
             want(ins[0] == ins[1], || format!("gate {} differs from input {}", fmt_ty(ins[1]), fmt_ty(ins[0])))?;
@@ -114,9 +122,7 @@ pub(crate) fn infer(op: &Op, ins: &[&TensorType]) -> R {
             want_dtype(pos, DType::I32, "positions")?;
             want(pos.shape[..] == x.shape[..2], || format!("positions {} do not match {}", fmt_ty(pos), fmt_ty(x)))?;
             let d = x.shape[3].as_const().unwrap_or(0);
-            want(*rotary_dim % 2 == 0 && *rotary_dim <= d, || {
-                format!("rotary_dim {rotary_dim} invalid for head dim {d}")
-            })?;
+            want(2 * rotary_dim.div_ceil(2) <= d, || format!("rotary_dim {rotary_dim} invalid for head dim {d}"))?;
             Ok(vec![x.clone()])
         }
         Op::KvAppend => {
@@ -128,7 +134,7 @@ pub(crate) fn infer(op: &Op, ins: &[&TensorType]) -> R {
             })?;
             Ok(vec![f32_of(vec![c.shape[0], c.shape[1], c.shape[2].plus(n.shape[1]), c.shape[3]])])
         }
-        Op::Attention { .. } => attention(ins[0], ins[1], ins[2]),
+        Op::Attention { .. } => attention(ins[0], ins[1], ins[2], ins[3]),
         Op::CausalConv1d { kernel } => {
             let (x, w, st) = (ins[0], ins[1], ins[2]);
             want_rank(x, 3, "conv input")?;
@@ -175,7 +181,7 @@ fn norm_like(x: &TensorType, w: &TensorType) -> R {
     Ok(vec![x.clone()])
 }
 
-fn attention(q: &TensorType, k: &TensorType, v: &TensorType) -> R {
+fn attention(q: &TensorType, k: &TensorType, v: &TensorType, pos: &TensorType) -> R {
     for (t, what) in [(q, "query"), (k, "keys"), (v, "values")] {
         want_dtype(t, DType::F32, what)?;
     }
@@ -188,6 +194,8 @@ fn attention(q: &TensorType, k: &TensorType, v: &TensorType) -> R {
         format!("query {} and keys {} differ", fmt_ty(q), fmt_ty(k))
     })?;
     want(k.shape[..3] == v.shape[..3], || format!("keys {} and values {} differ", fmt_ty(k), fmt_ty(v)))?;
+    want_dtype(pos, DType::I32, "positions")?;
+    want(pos.shape[..] == q.shape[..2], || format!("positions {} do not match query {}", fmt_ty(pos), fmt_ty(q)))?;
     Ok(vec![f32_of(vec![q.shape[0], q.shape[1], q.shape[2], v.shape[3]])])
 }
 

@@ -6,6 +6,13 @@
 //! tensor; outputs: `logits` f32 `[B,S,V]`, with an MTP block also `hidden` f32 `[B,S,H]` (the
 //! final hidden state after `model.norm`, which the MTP block consumes), and every `state.*`
 //! tensor, advanced by the call's tokens.
+//!
+//! Ragged batches (qwen3-next.md §3.12) are left-padded. `positions[b,s]` counts row b's tokens
+//! before slot s and is consecutive along the row, so padding slots (all at the front of a
+//! sequence) have negative positions. Attention masks padding keys (and outputs 0 for padding
+//! queries); GDN layers zero their input on padding slots (`l{i}.gdn.input`), which leaves zero
+//! conv and recurrent state zero. Every real slot then computes what its sequence computes
+//! alone; the outputs of padding slots (logits, hidden) are meaningless.
 
 mod mtp;
 
@@ -210,6 +217,8 @@ impl<'a> Ctx<'a> {
         let (hk, hv, dk, dv, r) =
             (c.num_key_heads, c.num_value_heads, c.key_head_dim, c.value_head_dim, c.num_value_heads / c.num_key_heads);
         let group = 2 * dk + 2 * r * dv;
+        // Left-padding slots feed zeros, so they leave the conv and recurrent state untouched.
+        let h = self.op(format!("{l}.gdn.input"), Op::MaskPadding, &[h, self.positions])?;
         let qkvz = self.linear(format!("{l}.gdn.qkvz"), h, &format!("{a}.in_proj_qkvz.weight"), hk * group, hid)?;
         let ba = self.linear(format!("{l}.gdn.ba"), h, &format!("{a}.in_proj_ba.weight"), 2 * hv, hid)?;
         // (a) de-interleave the per-key-head groups [q | k | v(r heads) | z(r heads)].
@@ -312,7 +321,8 @@ impl<'a> Ctx<'a> {
         self.ret_state(l, "k", kc);
         self.ret_state(l, "v", vc);
         let scale = 1.0 / (d as f32).sqrt();
-        let o = self.op(format!("{l}.attn.sdpa"), Op::Attention { scale }, &[q, kc, vc])?;
+        let pos = self.positions;
+        let o = self.op(format!("{l}.attn.sdpa"), Op::Attention { scale }, &[q, kc, vc, pos])?;
         let mut o = self.reshape(format!("{l}.attn.o"), o, &[nq * d])?;
         if let Some(gate) = gate {
             let sg = self.op(format!("{l}.attn.gate_sigmoid"), Op::Sigmoid, &[gate])?;

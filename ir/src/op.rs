@@ -50,6 +50,9 @@ pub enum Op {
     Neg,
     /// (x) -> x · by.
     Scale { by: f32 },
+    /// (x `[B,S,...]`, positions i32 `[B,S]`) -> x with every padding slot zeroed: `x[b,s,...] = 0`
+    /// where `positions[b,s] < 0` (HF `apply_mask_to_padding_states`), unchanged elsewhere.
+    MaskPadding,
 
     // ---- normalisation ---------------------------------------------------------------------
     /// (x `[..., D]`, w `[D]`) -> x · rsqrt(mean(x²) + eps) · (1 + w if zero_centred else w).
@@ -60,14 +63,21 @@ pub enum Op {
     L2Norm { eps: f32 },
 
     // ---- model-level -----------------------------------------------------------------------
-    /// (x `[B,S,N,D]`, positions i32 `[B,S]`) -> `[B,S,N,D]`: NeoX rotate-half RoPE on the first
-    /// `rotary_dim` dims of each head, `inv_freq[i] = 1/theta^(2i/rotary_dim)`; the rest pass.
+    /// (x `[B,S,N,D]`, positions i32 `[B,S]`) -> `[B,S,N,D]`: NeoX rotate-half RoPE, HF's default
+    /// rope: `inv_freq[i] = 1/theta^(2i/rotary_dim)` for `i < ceil(rotary_dim/2)`, rotating the first
+    /// `2·ceil(rotary_dim/2)` dims of each head (one more than `rotary_dim` when it is odd, as HF
+    /// does); the rest pass.
     Rope { theta: f64, rotary_dim: usize },
     /// (cache `[B,N,P,D]`, new `[B,S,N,D]`) -> `[B,N,P+S,D]`: append along the sequence axis.
     KvAppend,
-    /// (q `[B,S,Nq,D]`, k `[B,Nkv,P+S,D]`, v `[B,Nkv,P+S,Dv]`) -> `[B,S,Nq,Dv]`: causal GQA softmax
-    /// attention; query s sits at cache index P+s and sees keys 0..=P+s; head j uses kv head
-    /// j / (Nq/Nkv); scores are scaled by `scale`.
+    /// (q `[B,S,Nq,D]`, k `[B,Nkv,P+S,D]`, v `[B,Nkv,P+S,Dv]`, positions i32 `[B,S]`) -> `[B,S,Nq,Dv]`:
+    /// causal GQA softmax attention over left-padded rows. Query s of row b sits at cache index
+    /// P+s with position `positions[b,s]`; each row's positions must be consecutive, so
+    /// `pad_b = P+s − positions[b,s]` (≥ 0) is the same for all s, and cache index i holds
+    /// position `i − pad_b` (negative: a padding slot). A query sees key i iff
+    /// `0 ≤ i − pad_b ≤ positions[b,s]`; a query that sees no key (a padding slot) outputs 0.
+    /// Head j uses kv head j / (Nq/Nkv); scores are scaled by `scale`. Unpadded rows
+    /// (`positions = P..P+S`) see keys 0..=P+s.
     Attention { scale: f32 },
     /// (x `[B,S,C]`, w `[C,K]`, state `[B,C,K-1]`) -> (y `[B,S,C]`, state' `[B,C,K-1]`): depthwise causal
     /// conv, `y[t,c] = Σ_j w[c,j] · hist[t+j, c]` over `hist = state ++ x`; state' = last K-1
@@ -122,6 +132,7 @@ impl Op {
             Op::Exp => "exp",
             Op::Neg => "neg",
             Op::Scale { .. } => "scale",
+            Op::MaskPadding => "mask_padding",
             Op::RmsNorm { .. } => "rms_norm",
             Op::GatedRmsNorm { .. } => "gated_rms_norm",
             Op::L2Norm { .. } => "l2_norm",
@@ -141,9 +152,15 @@ impl Op {
             Op::Input { .. } | Op::Weight { .. } => OpClass::Source,
             Op::Embed | Op::Reshape { .. } | Op::Slice { .. } | Op::Concat { .. } => OpClass::Movement,
             Op::MatMul => OpClass::Linear,
-            Op::Add | Op::Mul | Op::Silu | Op::Sigmoid | Op::Softplus | Op::Exp | Op::Neg | Op::Scale { .. } => {
-                OpClass::Elementwise
-            }
+            Op::Add
+            | Op::Mul
+            | Op::Silu
+            | Op::Sigmoid
+            | Op::Softplus
+            | Op::Exp
+            | Op::Neg
+            | Op::Scale { .. }
+            | Op::MaskPadding => OpClass::Elementwise,
             Op::RmsNorm { .. } | Op::GatedRmsNorm { .. } | Op::L2Norm { .. } => OpClass::Norm,
             _ => OpClass::Model,
         }
@@ -157,7 +174,9 @@ impl Op {
             Op::Scale { .. } | Op::L2Norm { .. } | Op::MoeRoute { .. } => 1,
             Op::Concat { .. } => return None,
             Op::Embed | Op::MatMul | Op::Add | Op::Mul | Op::RmsNorm { .. } | Op::Rope { .. } | Op::KvAppend => 2,
-            Op::GatedRmsNorm { .. } | Op::Attention { .. } | Op::CausalConv1d { .. } => 3,
+            Op::MaskPadding => 2,
+            Op::GatedRmsNorm { .. } | Op::CausalConv1d { .. } => 3,
+            Op::Attention { .. } => 4,
             Op::GatedDeltaRule { .. } | Op::MoeExperts => 6,
         })
     }

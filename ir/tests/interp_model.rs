@@ -50,6 +50,8 @@ struct Seqs<'a> {
     w: &'a MapWeights,
     b: usize,
     past: usize,
+    /// Left-padding slots per row (their positions are negative).
+    pad: Vec<usize>,
     state: BTreeMap<String, Tensor>,
 }
 
@@ -57,7 +59,7 @@ impl<'a> Seqs<'a> {
     fn new(prog: &'a Program, w: &'a MapWeights, b: usize) -> Self {
         let bind = Bindings { b, s: 0, p: 0 };
         let state = prog.state.iter().map(|d| (d.name.clone(), Tensor::zeros(d.ty.eval(&bind)))).collect();
-        Seqs { prog, w, b, past: 0, state }
+        Seqs { prog, w, b, past: 0, pad: vec![0; b], state }
     }
 
     /// Feeds `tokens[b]` (equal lengths) through prefill, or decode when `decode`; returns the
@@ -67,7 +69,8 @@ impl<'a> Seqs<'a> {
         let mut inputs = std::mem::take(&mut self.state);
         let flat: Vec<i32> = tokens.iter().flat_map(|t| t.iter().copied()).collect();
         inputs.insert("tokens".into(), Tensor::i32(vec![self.b, s], flat));
-        let pos = (0..self.b).flat_map(|_| (self.past..self.past + s).map(|p| p as i32)).collect();
+        let (past, pad) = (self.past as i32, &self.pad);
+        let pos = (0..self.b).flat_map(|bi| (0..s as i32).map(move |t| past + t - pad[bi] as i32)).collect();
         inputs.insert("positions".into(), Tensor::i32(vec![self.b, s], pos));
         let g = if decode { &self.prog.decode } else { &self.prog.prefill };
         let mut out = run(g, &Bindings { b: self.b, s, p: self.past }, &inputs, self.w).expect("graph runs");
@@ -82,6 +85,17 @@ impl<'a> Seqs<'a> {
 
     fn prefill(&mut self, tokens: &[&[i32]]) -> Vec<Vec<Vec<f32>>> {
         self.call(tokens, false)
+    }
+
+    /// A first prefill of sequences of different lengths, left-padded with token `fill`;
+    /// returns each sequence's own logits rows (padding slots dropped).
+    fn prefill_ragged(&mut self, tokens: &[&[i32]], fill: i32) -> Vec<Vec<Vec<f32>>> {
+        assert_eq!(self.past, 0, "padding only goes in front");
+        let s = tokens.iter().map(|t| t.len()).max().unwrap();
+        self.pad = tokens.iter().map(|t| s - t.len()).collect();
+        let padded: Vec<Vec<i32>> = tokens.iter().map(|t| [vec![fill; s - t.len()], t.to_vec()].concat()).collect();
+        let rows = self.prefill(&padded.iter().map(|t| t.as_slice()).collect::<Vec<_>>());
+        rows.into_iter().zip(&self.pad).map(|(r, &p)| r[p..].to_vec()).collect()
     }
 }
 
@@ -178,5 +192,37 @@ fn chunked_and_recurrent_lowerings_agree() {
         let e = rel_err(&got, &reference);
         println!("model logits, chunk {chunk} vs recurrent: rel err {e:.2e}");
         assert!(e < 1e-5, "chunk {chunk}: logits differ from the recurrent lowering by {e:e}");
+    }
+}
+
+/// Left-padded rows of different lengths (one shorter than the conv kernel, one crossing chunk
+/// boundaries) give each sequence's own logits, over the prefill and decode steps after it, for
+/// both GDN forms; the padding token does not matter.
+#[test]
+fn ragged_batch_rows_equal_separate_runs() {
+    let w = weights();
+    let lens = [9, 1, 23, 2];
+    let seqs: Vec<Vec<i32>> = lens.iter().enumerate().map(|(i, &n)| random_tokens(10 + i as u64, n + 3)).collect();
+    for chunk in [Some(4), None] {
+        let prog = program(chunk);
+        let mut batch = Seqs::new(&prog, &w, lens.len());
+        let prompts: Vec<&[i32]> = seqs.iter().zip(lens).map(|(t, n)| &t[..n]).collect();
+        let mut rows = batch.prefill_ragged(&prompts, 7);
+        for step in 0..3 {
+            let next: Vec<&[i32]> = seqs.iter().zip(lens).map(|(t, n)| &t[n + step..n + step + 1]).collect();
+            rows.iter_mut().zip(batch.call(&next, true)).for_each(|(r, s)| r.extend(s));
+        }
+        for (bi, toks) in seqs.iter().enumerate() {
+            let mut alone = Seqs::new(&prog, &w, 1);
+            let mut want = alone.prefill(&[&toks[..lens[bi]]]).remove(0);
+            for t in lens[bi]..toks.len() {
+                want.extend(alone.call(&[&toks[t..t + 1]], true).remove(0));
+            }
+            let e = rel_err(&rows[bi], &want);
+            println!("chunk {chunk:?}: ragged row {bi} (len {}): rel err {e:.2e}", lens[bi]);
+            assert!(e < 1e-5, "chunk {chunk:?}: row {bi} differs from its separate run by {e:e}");
+        }
+        let other = Seqs::new(&prog, &w, lens.len()).prefill_ragged(&prompts, 31);
+        assert!(other.iter().zip(&rows).all(|(a, b)| rel_err(a, &b[..a.len()]) < 1e-5), "padding token matters");
     }
 }

@@ -26,7 +26,8 @@ fn attention_with_one_key_returns_its_value() {
     let q = Tensor::f32(vec![1, 1, 2, 3], vec![1.0, -2.0, 0.5, 3.0, 0.0, 1.0]);
     let k = Tensor::f32(vec![1, 1, 1, 3], vec![0.3, 0.1, -0.7]);
     let v = Tensor::f32(vec![1, 1, 1, 2], vec![4.0, -5.0]);
-    let o = eval1(Op::Attention { scale: 0.5 }, &[&q, &k, &v]);
+    let pos = Tensor::i32(vec![1, 1], vec![0]);
+    let o = eval1(Op::Attention { scale: 0.5 }, &[&q, &k, &v, &pos]);
     assert_eq!(o.shape, vec![1, 1, 2, 2]);
     assert!(close(f32s(&o), &[4.0, -5.0, 4.0, -5.0], 1e-6), "{o:?}");
 }
@@ -40,7 +41,8 @@ fn attention_is_causal_and_uses_grouped_kv_heads() {
     let k = Rng::new(1).tensor(&[1, nkv, total, d], -1.0, 1.0);
     let vals: Vec<f32> = (0..nkv * total).map(|i| i as f32).collect();
     let v = Tensor::f32(vec![1, nkv, total, 1], vals);
-    let o = eval1(Op::Attention { scale: 1.0 }, &[&q, &k, &v]);
+    let pos = Tensor::i32(vec![1, 2], vec![2, 3]);
+    let o = eval1(Op::Attention { scale: 1.0 }, &[&q, &k, &v, &pos]);
     // Query 0 sits at index 2 (mean of kv rows 0..=2), query 1 at index 3 (rows 0..=3).
     let want = [1.0, 1.0, 5.0, 5.0, 1.5, 1.5, 5.5, 5.5];
     assert!(close(f32s(&o), &want, 1e-6), "{o:?}");
@@ -52,7 +54,8 @@ fn attention_softmax_weights_by_hand() {
     let q = Tensor::f32(vec![1, 1, 1, 1], vec![1.0]);
     let k = Tensor::f32(vec![1, 1, 2, 1], vec![0.0, 2.0 * 3f32.ln()]);
     let v = Tensor::f32(vec![1, 1, 2, 1], vec![8.0, 4.0]);
-    let o = eval1(Op::Attention { scale: 0.5 }, &[&q, &k, &v]);
+    let pos = Tensor::i32(vec![1, 1], vec![1]);
+    let o = eval1(Op::Attention { scale: 0.5 }, &[&q, &k, &v, &pos]);
     assert!(close(f32s(&o), &[8.0 / 4.0 + 4.0 * 3.0 / 4.0], 1e-6), "{o:?}");
 }
 
@@ -103,10 +106,16 @@ fn rope_rotates_rotate_half_pairs_by_position_times_frequency() {
 }
 
 #[test]
-fn rope_negative_position_is_an_error() {
-    let x = Tensor::zeros(vec![1, 1, 1, 4]);
-    let p = Tensor::i32(vec![1, 1], vec![-1]);
-    assert!(eval_op(&Op::Rope { theta: 1e4, rotary_dim: 4 }, &[&x, &p], &BIND).is_err());
+fn rope_at_a_negative_position_rotates_backwards() {
+    // Padding slots have negative positions: rope(-p) undoes rope(p).
+    let x = Rng::new(4).tensor(&[1, 3, 2, 8], -1.0, 1.0);
+    let y = rope(&rope(&x, vec![3, 40, 7], 6), vec![-3, -40, -7], 6);
+    assert!(close(f32s(&y), f32s(&x), 1e-5), "{y:?} vs {x:?}");
+    // The positions must still be i32 and match the input's [B,S].
+    let bad = Tensor::f32(vec![1, 3], vec![0.0; 3]);
+    assert!(eval_op(&Op::Rope { theta: 1e4, rotary_dim: 4 }, &[&x, &bad], &BIND).is_err());
+    let short = Tensor::i32(vec![1, 2], vec![0, 1]);
+    assert!(eval_op(&Op::Rope { theta: 1e4, rotary_dim: 4 }, &[&x, &short], &BIND).is_err());
 }
 
 #[test]
@@ -295,7 +304,7 @@ fn attend_step(
     let (q, k) = (eval1(rope.clone(), &[q, &pos]), eval1(rope, &[k, &pos]));
     let kc = eval1(Op::KvAppend, &[caches.0, &k]);
     let vc = eval1(Op::KvAppend, &[caches.1, v]);
-    let o = eval1(Op::Attention { scale: 0.3 }, &[&q, &kc, &vc]);
+    let o = eval1(Op::Attention { scale: 0.3 }, &[&q, &kc, &vc, &pos]);
     (o, kc, vc)
 }
 
@@ -327,7 +336,11 @@ fn kv_append_attention_continuation_equals_one_call() {
         assert!(close(f32s(&o2), f32s(&tokens(&o, split, s)), 1e-6), "split {split}: second part");
         assert!(close(f32s(&kc2), f32s(&kc), 1e-6) && vc2 == vc, "split {split}: caches differ");
     }
-    // The cache matters: the second part attending without the first part's entries differs.
-    let (o2, _, _) = attend_step(&tokens(&q, 5, s), &tokens(&k, 5, s), &tokens(&v, 5, s), (&empty.0, &empty.1), 5);
+    // The cache matters: the second part attending without the first part's entries differs,
+    // and cannot claim positions 5.. with no cached slots before it.
+    let (o2, kc2, vc2) = attend_step(&tokens(&q, 5, s), &tokens(&k, 5, s), &tokens(&v, 5, s), (&empty.0, &empty.1), 0);
     assert!(!close(f32s(&o2), f32s(&tokens(&o, 5, s)), 1e-3));
+    let late = Tensor::i32(vec![b, s - 5], (0..b).flat_map(|_| 5..s as i32).collect());
+    let err = eval_op(&Op::Attention { scale: 0.3 }, &[&tokens(&q, 5, s), &kc2, &vc2, &late], &BIND).unwrap_err();
+    assert_eq!(err, "position 5 of row 0 is past the 0 cached slots before it");
 }

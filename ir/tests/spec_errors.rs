@@ -139,12 +139,13 @@ const SPEC_CASES: &[(&str, Edit, &str)] = &[
         "blocks.attn.mixer.partial_rotary_factor: must be in [0, 1], got 1.5",
     ),
     (
-        "odd rotary dim",
+        "odd rotary dim filling the head",
         |v| {
-            set(v, "/blocks/attn/mixer/head_dim", json!(10));
-            set(v, "/blocks/attn/mixer/partial_rotary_factor", json!(0.5));
+            set(v, "/blocks/attn/mixer/head_dim", json!(5));
+            set(v, "/blocks/attn/mixer/partial_rotary_factor", json!(1.0));
         },
-        "blocks.attn.mixer.partial_rotary_factor: gives an odd rotary dim int(head_dim 10 * 0.5) = 5; it must be even",
+        "blocks.attn.mixer.partial_rotary_factor: gives rotary dim int(head_dim 5 * 1) = 5, which rotates 6 dims \
+         (rounded up to even, as HF does), more than head_dim 5",
     ),
     (
         "top_k above experts",
@@ -339,9 +340,13 @@ const CONFIG_CASES: &[(&str, Edit, &str)] = &[
         "num_experts_per_tok: must be between 1 and num_experts 8, got 9",
     ),
     (
-        "odd rotary dim from rope_parameters",
-        |v| set(v, "/rope_parameters/partial_rotary_factor", json!(0.3)),
-        "rope_parameters.partial_rotary_factor: gives an odd rotary dim int(head_dim 32 * 0.3) = 9; it must be even",
+        "odd rotary dim from rope_parameters filling the head",
+        |v| {
+            set(v, "/head_dim", json!(5));
+            set(v, "/rope_parameters/partial_rotary_factor", json!(1.0));
+        },
+        "rope_parameters.partial_rotary_factor: gives rotary dim int(head_dim 5 * 1) = 5, which rotates 6 dims \
+         (rounded up to even, as HF does), more than head_dim 5",
     ),
     (
         "too many layers",

@@ -1,6 +1,7 @@
 //! A running sequence batch: the program, its weights, and the per-sequence state, advanced by
-//! `prefill` (any number of tokens, continuing from the current state) and `decode` (one token);
-//! with an MTP block also `mtp_draft`, which runs the draft entry point over its own KV cache.
+//! `prefill` (any number of tokens, continuing from the current state), `prefill_ragged`
+//! (sequences of different lengths, left-padded) and `decode` (one token per sequence); with an
+//! MTP block also `mtp_draft`, which runs the draft entry point over its own KV cache.
 
 use qgc_ir::interp::{self, InterpError, Tensor, WeightSource};
 use qgc_ir::{Bindings, Graph, Program, StateDecl};
@@ -12,19 +13,33 @@ pub enum SessionError {
     /// The interpreter rejected the call or a weight.
     #[error(transparent)]
     Interp(#[from] InterpError),
-    /// Bad call: empty or ragged batch, too many positions, out-of-vocabulary tokens, no MTP block.
+    /// Bad call: empty batch or sequence, unequal lengths where they must be equal, too many
+    /// positions, out-of-vocabulary tokens, no MTP block.
     #[error("{0}")]
     Input(String),
 }
 
-/// Batch state for `B` sequences of equal length, executed by the reference interpreter.
+/// The token id fed into left-padding slots. Any valid id would do: padding slots are masked
+/// out of every other slot's computation.
+pub const PAD_TOKEN: i32 = 0;
+
+/// Batch state for `B` sequences, executed by the reference interpreter.
+///
+/// Every row holds the same number of cache slots ([`Session::position`]). Sequences of
+/// different lengths start with [`Session::prefill_ragged`], which left-pads the shorter ones;
+/// from then on each row counts its own tokens ([`Session::positions`]) and every call feeds the
+/// same number of tokens to every row. Each row computes exactly what its sequence computes alone
+/// (up to f32 rounding).
 pub struct Session<'w> {
     program: Program,
     weights: &'w dyn WeightSource,
     vocab: usize,
     max_positions: usize,
     batch: usize,
+    /// Cache slots per row, padding included.
     past: usize,
+    /// Left-padding slots at the front of each row.
+    pad: Vec<usize>,
     state: BTreeMap<String, Tensor>,
     /// `hidden` output `[B,S,H]` of the last prefill/decode (only programs with an MTP block).
     hidden: Option<Tensor>,
@@ -48,6 +63,7 @@ impl<'w> Session<'w> {
             max_positions,
             batch,
             past: 0,
+            pad: vec![0; batch],
             state: BTreeMap::new(),
             hidden: None,
             mtp_past: 0,
@@ -57,21 +73,34 @@ impl<'w> Session<'w> {
         s
     }
 
-    /// Forget every token: zero state (main model and MTP block), both at position 0.
+    /// Forget every token: zero state (main model and MTP block), both at position 0, no padding.
     pub fn reset(&mut self) {
         let bind = Bindings { b: self.batch, s: 0, p: 0 };
         let zeros =
             |decls: &[StateDecl]| decls.iter().map(|d| (d.name.clone(), Tensor::zeros(d.ty.eval(&bind)))).collect();
         self.past = 0;
+        self.pad = vec![0; self.batch];
         self.state = zeros(&self.program.state);
         self.hidden = None;
         self.mtp_past = 0;
         self.mtp_state = zeros(&self.program.mtp_state);
     }
 
-    /// Tokens consumed so far (per sequence).
+    /// Cache slots per row, padding included: the tokens consumed by the longest sequence. Equal
+    /// to every sequence's token count unless [`Session::prefill_ragged`] padded some rows.
     pub fn position(&self) -> usize {
         self.past
+    }
+
+    /// Tokens consumed so far by each sequence (its next token's position), `[B]`.
+    pub fn positions(&self) -> Vec<usize> {
+        self.pad.iter().map(|p| self.past - p).collect()
+    }
+
+    /// Left-padding slots at the front of each row, `[B]` (all 0 unless
+    /// [`Session::prefill_ragged`] was given sequences of different lengths).
+    pub fn padding(&self) -> &[usize] {
+        &self.pad
     }
 
     /// The current state tensors, by `state.*` name.
@@ -85,7 +114,8 @@ impl<'w> Session<'w> {
     }
 
     /// The target's final hidden states (after `model.norm`) of the last prefill/decode call,
-    /// `[B, S, H]` with that call's `S`; `None` before the first call or without an MTP block.
+    /// `[B, S, H]` with that call's `S` (padding slots included, their rows meaningless); `None`
+    /// before the first call or without an MTP block.
     pub fn hidden(&self) -> Option<&Tensor> {
         self.hidden.as_ref()
     }
@@ -101,13 +131,49 @@ impl<'w> Session<'w> {
     }
 
     /// Feeds `tokens[b]` (all the same length ≥ 1) through the prefill entry point, continuing
-    /// from the current state; returns logits `[B, S, vocab]`.
+    /// from the current state; returns logits `[B, S, vocab]`. Prompts of different lengths go
+    /// through [`Session::prefill_ragged`].
     pub fn prefill(&mut self, tokens: &[Vec<i32>]) -> Result<Tensor, SessionError> {
         let s = tokens.first().map(|t| t.len()).unwrap_or(0);
         self.call(false, tokens, s)
     }
 
-    /// Feeds one token per sequence through the decode entry point; returns logits `[B, 1, vocab]`.
+    /// Feeds `prompts[b]` (each ≥ 1 token, lengths may differ) through the prefill entry point
+    /// and returns each sequence's logits, `[len_b, vocab]`, exactly as if it ran alone.
+    ///
+    /// Shorter prompts are left-padded with [`PAD_TOKEN`] to the longest; padding must sit before
+    /// a sequence's first token, so prompts of different lengths need a fresh session (or
+    /// [`Session::reset`]). Equal lengths continue any session, like [`Session::prefill`].
+    /// Afterwards [`Session::decode`] continues every row at its own position.
+    pub fn prefill_ragged(&mut self, prompts: &[Vec<i32>]) -> Result<Vec<Tensor>, SessionError> {
+        if let Some(b) = prompts.iter().position(|p| p.is_empty()) {
+            return Err(SessionError::Input(format!("sequence {b} is empty")));
+        }
+        let s = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+        let ragged = prompts.iter().any(|p| p.len() != s);
+        if ragged && self.past > 0 {
+            return Err(SessionError::Input(format!(
+                "sequences of different lengths can only start a session (this one holds {} tokens)",
+                self.past
+            )));
+        }
+        let old_pad = self.pad.clone();
+        if ragged && prompts.len() == self.batch {
+            self.pad = prompts.iter().map(|p| s - p.len()).collect();
+        }
+        let padded: Vec<Vec<i32>> =
+            prompts.iter().map(|p| [vec![PAD_TOKEN; s - p.len()], p.clone()].concat()).collect();
+        let logits = self.call(false, &padded, s).inspect_err(|_| self.pad = old_pad)?;
+        let (v, data) = (logits.shape[2], logits.as_f32().expect("logits are f32"));
+        let row = |(b, p): (usize, &Vec<i32>)| {
+            let from = (b * s + s - p.len()) * v;
+            Tensor::f32(vec![p.len(), v], data[from..(b + 1) * s * v].to_vec())
+        };
+        Ok(prompts.iter().enumerate().map(row).collect())
+    }
+
+    /// Feeds one token per sequence through the decode entry point, each at its own position;
+    /// returns logits `[B, 1, vocab]`.
     pub fn decode(&mut self, tokens: &[i32]) -> Result<Tensor, SessionError> {
         let t: Vec<Vec<i32>> = tokens.iter().map(|&t| vec![t]).collect();
         self.call(true, &t, 1)
@@ -116,9 +182,10 @@ impl<'w> Session<'w> {
     /// Runs the MTP block (qwen3-next.md §6) over `S` more positions of its own KV cache:
     /// `hidden` f32 `[B, S, H]` are target hidden states h_i (see [`Session::hidden`]), or the
     /// previous draft's hidden output when chaining, and `next_tokens[b]` (length `S`) the tokens
-    /// x_{i+1} that follow them. Position i of the call is `mtp_position() + i`, i.e. the MTP
-    /// cache is assumed to hold one entry per target position, fed in order from 0. Returns
-    /// draft logits `[B, S, vocab]` (predicting x_{i+2}) and the MTP hidden `[B, S, H]`.
+    /// x_{i+1} that follow them. The MTP cache holds one entry per target cache slot, fed in
+    /// order from slot 0: slot j of row b is at position `j − padding()[b]`, so the target's
+    /// padding slots are padding here too. Returns draft logits `[B, S, vocab]` (predicting
+    /// x_{i+2}) and the MTP hidden `[B, S, H]`.
     pub fn mtp_draft(&mut self, hidden: &Tensor, next_tokens: &[Vec<i32>]) -> Result<(Tensor, Tensor), SessionError> {
         let Some(g) = self.program.mtp.as_ref() else {
             return Err(SessionError::Input("the model has no MTP block".into()));
@@ -146,7 +213,8 @@ impl<'w> Session<'w> {
         Ok(out.remove("logits").expect("every entry point returns logits"))
     }
 
-    /// Rejects a ragged, empty or out-of-vocabulary batch, or one running past the positions.
+    /// Rejects a ragged, empty or out-of-vocabulary batch, or one where a sequence would run past
+    /// the positions (`past` cache slots before the call, minus each row's padding).
     fn check(&self, tokens: &[Vec<i32>], s: usize, past: usize) -> Result<(), SessionError> {
         if tokens.len() != self.batch {
             return Err(SessionError::Input(format!("expected {} sequences, got {}", self.batch, tokens.len())));
@@ -154,12 +222,13 @@ impl<'w> Session<'w> {
         if s == 0 || tokens.iter().any(|t| t.len() != s) {
             return Err(SessionError::Input("every sequence needs the same number (at least one) of tokens".into()));
         }
-        if past + s > self.max_positions {
-            return Err(SessionError::Input(format!(
-                "{} tokens exceed the model's {} positions",
-                past + s,
-                self.max_positions
-            )));
+        for (b, &pad) in self.pad.iter().enumerate() {
+            let n = (past + s).saturating_sub(pad);
+            if n > self.max_positions {
+                let which = if self.batch > 1 { format!("sequence {b}: ") } else { String::new() };
+                let max = self.max_positions;
+                return Err(SessionError::Input(format!("{which}{n} tokens exceed the model's {max} positions")));
+            }
         }
         if let Some(&bad) = tokens.iter().flatten().find(|&&t| t < 0 || t as usize >= self.vocab) {
             return Err(SessionError::Input(format!("token id {bad} is outside the vocabulary (0..{})", self.vocab)));
@@ -167,10 +236,12 @@ impl<'w> Session<'w> {
         Ok(())
     }
 
-    /// The `tokens` and `positions` (`past..past+s` in every row) inputs, `[B, S]` each.
+    /// The `tokens` and `positions` inputs, `[B, S]` each: row b's positions are
+    /// `past − pad_b .. past − pad_b + s` (negative on padding slots).
     fn ids(&self, tokens: &[Vec<i32>], s: usize, past: usize) -> Vec<(&'static str, Tensor)> {
         let flat: Vec<i32> = tokens.iter().flatten().copied().collect();
-        let pos: Vec<i32> = (0..self.batch).flat_map(|_| (past..past + s).map(|p| p as i32)).collect();
+        let first = |b: usize| past as i64 - self.pad[b] as i64;
+        let pos: Vec<i32> = (0..self.batch).flat_map(|b| (0..s).map(move |t| (first(b) + t as i64) as i32)).collect();
         vec![("tokens", Tensor::i32(vec![self.batch, s], flat)), ("positions", Tensor::i32(vec![self.batch, s], pos))]
     }
 }

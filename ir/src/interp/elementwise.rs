@@ -1,7 +1,7 @@
 //! Pointwise maps and broadcasting binary ops. Each value is computed in f64 and rounded once
 //! to f32.
 
-use super::{f32s, Tensor};
+use super::{f32s, i32s, want, Tensor};
 
 /// σ(x) = 1 / (1 + e^{-x}).
 pub fn sigmoid(x: f64) -> f64 {
@@ -54,4 +54,22 @@ fn binary(a: &Tensor, b: &Tensor, row_ok: bool, name: &str, f: fn(f32, f32) -> f
         return Err(format!("{name} of {} and {}: second operand does not broadcast", a.describe(), b.describe()));
     };
     Ok(Tensor::f32(a.shape.clone(), out))
+}
+
+/// `x: [B,S,...]`, `positions` i32 `[B,S]` -> `x` with the slots whose position is negative
+/// (left padding) set to 0 and the others unchanged.
+pub fn mask_padding(x: &Tensor, positions: &Tensor) -> Result<Tensor, String> {
+    let xs = f32s(x, "mask_padding input")?;
+    let pos = i32s(positions, "positions")?;
+    want(positions.shape.len() == 2 && x.shape.len() >= 2 && x.shape[..2] == positions.shape[..], || {
+        format!("positions {} do not match {}", positions.describe(), x.describe())
+    })?;
+    let row: usize = x.shape[2..].iter().product();
+    let mut out = xs.to_vec();
+    for (slot, &p) in pos.iter().enumerate() {
+        if p < 0 {
+            out[slot * row..][..row].iter_mut().for_each(|v| *v = 0.0);
+        }
+    }
+    Ok(Tensor::f32(x.shape.clone(), out))
 }

@@ -445,9 +445,16 @@ impl FfnSpec {
 }
 
 impl AttnSpec {
-    /// Rotated dims per head: `int(head_dim * partial_rotary_factor)` as HF computes it.
+    /// HF's rotary dim: `int(head_dim * partial_rotary_factor)`, the denominator of the RoPE
+    /// frequency exponents.
     pub fn rotary_dim(&self) -> usize {
         (self.head_dim as f64 * self.partial_rotary_factor) as usize
+    }
+
+    /// Dims actually rotated per head: `rotary_dim` rounded up to even (HF builds
+    /// `ceil(rotary_dim/2)` frequencies and rotates twice that many dims).
+    pub fn rotated_dims(&self) -> usize {
+        2 * self.rotary_dim().div_ceil(2)
     }
 }
 

@@ -13,7 +13,7 @@
 //! - gated DeltaNet: the four head counts/dims positive, `num_value_heads` a multiple of
 //!   `num_key_heads`, `conv_kernel >= 1` (1 is a per-channel scale with an empty conv state);
 //! - gated attention: heads, kv heads and `head_dim` positive, `num_kv_heads` divides `num_heads`,
-//!   `rope_theta` positive and finite, `partial_rotary_factor` in [0, 1] with an even rotary dim;
+//!   `rope_theta` positive and finite, `partial_rotary_factor` in [0, 1] with at most head_dim rotated dims;
 //! - MoE: `num_experts` positive, `1 <= top_k <= num_experts`, widths positive; dense width positive;
 //! - `mtp.num_layers` in 1..=[`MAX_LAYERS`], `mtp.layer` a block name or a layer using gated
 //!   attention;
@@ -205,12 +205,15 @@ impl Checker<'_> {
                 let f = a.partial_rotary_factor;
                 if !(0.0..=1.0).contains(&f) {
                     self.err(base, "mixer.partial_rotary_factor", format!("must be in [0, 1], got {f}"));
-                } else if a.rotary_dim() % 2 != 0 {
+                } else if a.rotated_dims() > a.head_dim {
                     let msg = format!(
-                        "gives an odd rotary dim int({} {} * {f}) = {}; it must be even",
+                        "gives rotary dim int({} {} * {f}) = {}, which rotates {} dims (rounded up to even, as HF does), more than {} {}",
                         self.name("mixer.head_dim"),
                         a.head_dim,
-                        a.rotary_dim()
+                        a.rotary_dim(),
+                        a.rotated_dims(),
+                        self.name("mixer.head_dim"),
+                        a.head_dim
                     );
                     self.err(base, "mixer.partial_rotary_factor", msg);
                 }

@@ -141,8 +141,9 @@ pub fn check(spec: &ModelSpec, ckpt: &Checkpoint) -> Result<(), WeightsError> {
     }
 }
 
-/// The full comparison behind [`check`]. Ignored: `mtp.*` when the spec has no MTP block, and
-/// `lm_head.weight` when the spec ties the embeddings.
+/// The full comparison behind [`check`]. Ignored: `mtp.*` when the spec has no MTP block,
+/// `lm_head.weight` when the spec ties the embeddings, and the empty shared expert HF writes for
+/// `shared_expert_intermediate_size: 0` (see [`empty_shared_expert`]).
 pub fn check_report(spec: &ModelSpec, ckpt: &Checkpoint) -> CheckReport {
     let mut problems = Vec::new();
     let mut claimed = BTreeSet::new();
@@ -152,8 +153,9 @@ pub fn check_report(spec: &ModelSpec, ckpt: &Checkpoint) -> CheckReport {
         problems.extend(r.problems);
     }
     for (name, t) in ckpt.iter() {
-        let ignored =
-            (spec.mtp.is_none() && name.starts_with("mtp.")) || (spec.tie_word_embeddings && name == "lm_head.weight");
+        let ignored = (spec.mtp.is_none() && name.starts_with("mtp."))
+            || (spec.tie_word_embeddings && name == "lm_head.weight")
+            || empty_shared_expert(ckpt, name);
         if !ignored && !claimed.contains(name) {
             let kind = ProblemKind::Unexpected { dtype: t.dtype.to_string(), found: t.shape.clone() };
             problems.push(Problem { tensor: name.to_string(), kind });
@@ -163,4 +165,24 @@ pub fn check_report(spec: &ModelSpec, ckpt: &Checkpoint) -> CheckReport {
     // gate and up may both report the same fused gate_up_proj problem.
     problems.dedup();
     CheckReport { checkpoint: ckpt.path().display().to_string(), problems }
+}
+
+/// True for the tensors HF saves for a zero-width shared expert (`shared_expert_intermediate_size:
+/// 0`): the `[0, H]` / `[H, 0]` projections and the `[1, H]` gate whose sigmoid scales their
+/// exactly-zero output (also when the projections are left out altogether). They contribute
+/// nothing, and a spec says so by having no shared expert. A gate beside real projections is
+/// not ignored: the spec then disagrees with the checkpoint.
+fn empty_shared_expert(ckpt: &Checkpoint, name: &str) -> bool {
+    let Some((mlp, rest)) = name.rsplit_once(".mlp.") else { return false };
+    let empty = |n: &str| ckpt.get(n).is_some_and(|t| t.shape.iter().product::<usize>() == 0);
+    match rest {
+        "shared_expert.gate_proj.weight" | "shared_expert.up_proj.weight" | "shared_expert.down_proj.weight" => {
+            empty(name)
+        }
+        "shared_expert_gate.weight" => {
+            let sibling = format!("{mlp}.mlp.shared_expert.gate_proj.weight");
+            ckpt.get(&sibling).is_none() || empty(&sibling)
+        }
+        _ => false,
+    }
 }
