@@ -1,7 +1,9 @@
 //! `qgc`: compile, inspect and run hybrid Gated DeltaNet / gated attention LLMs.
 
 mod logits;
+mod run;
 mod summary;
+mod tokenize;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -73,8 +75,15 @@ enum Cmd {
         #[command(flatten)]
         lower: LowerArgs,
     },
+    /// Generate text from a prompt (streamed), with sampling, chat template and stop conditions.
+    Run(run::RunArgs),
     /// Compute logits for a token sequence: prefill the first N, decode the rest one at a time.
     Logits(logits::LogitsArgs),
+    /// Encode text to token ids (printed comma-separated) with MODEL's tokenizer, --tokenizer
+    /// FILE, or the shipped Qwen tokenizer.
+    Tokenize(tokenize::TokenizeArgs),
+    /// Decode token ids to text (printed exactly, no newline added).
+    Detokenize(tokenize::DetokenizeArgs),
     /// Convert an HF Qwen3Next config.json (or model directory) into a qgc spec.
     Import {
         /// HF model directory or its config.json.
@@ -111,7 +120,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Run(args) => run::run(&args),
         Cmd::Logits(args) => logits::run(&args),
+        Cmd::Tokenize(args) => tokenize::tokenize(&args),
+        Cmd::Detokenize(args) => tokenize::detokenize(&args),
         Cmd::Import { source, out } => import(&source, &out),
     }
 }

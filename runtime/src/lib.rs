@@ -2,8 +2,11 @@
 //! ([`weights`]), and sessions that hold per-sequence state and run the entry points
 //! ([`session`]).
 
+pub mod generate;
 pub mod model;
+pub mod sampling;
 pub mod session;
+pub mod tokenizer;
 pub mod weights;
 
 pub use model::{open_model, Model, ModelError, ModelKind};
