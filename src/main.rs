@@ -1,5 +1,7 @@
 //! `qgc`: compile, inspect and run hybrid Gated DeltaNet / gated attention LLMs.
 
+mod chat;
+mod load;
 mod logits;
 mod run;
 mod summary;
@@ -77,6 +79,8 @@ enum Cmd {
     },
     /// Generate text from a prompt (streamed), with sampling, chat template and stop conditions.
     Run(run::RunArgs),
+    /// Chat interactively (messages from stdin), keeping the model's state between turns.
+    Chat(chat::ChatArgs),
     /// Compute logits for a token sequence: prefill the first N, decode the rest one at a time.
     Logits(logits::LogitsArgs),
     /// Encode text to token ids (printed comma-separated) with MODEL's tokenizer, --tokenizer
@@ -121,6 +125,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Run(args) => run::run(&args),
+        Cmd::Chat(args) => chat::run(&args),
         Cmd::Logits(args) => logits::run(&args),
         Cmd::Tokenize(args) => tokenize::tokenize(&args),
         Cmd::Detokenize(args) => tokenize::detokenize(&args),

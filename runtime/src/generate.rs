@@ -14,6 +14,7 @@
 use crate::sampling::{Sampler, SamplingParams};
 use crate::session::{Session, SessionError};
 use crate::tokenizer::{Tokenizer, TokenizerError};
+use qgc_ir::interp::Tensor;
 use std::time::Instant;
 
 /// Generation failures.
@@ -180,12 +181,39 @@ pub fn generate(
     prompts: &[Vec<i32>],
     tokenizer: Option<&Tokenizer>,
     cfg: &GenerateConfig,
-    mut on_text: impl FnMut(usize, &str),
+    on_text: impl FnMut(usize, &str),
 ) -> Result<(Vec<Generation>, Timings), GenerateError> {
     if prompts.is_empty() || prompts.iter().any(|p| p.is_empty()) {
         return Err(GenerateError::Input("every prompt needs at least one token".into()));
     }
-    let mut seqs: Vec<Seq> = prompts
+    let t0 = Instant::now();
+    let logits = session.prefill_ragged(prompts)?;
+    let prefill_s = t0.elapsed().as_secs_f64();
+    let (gens, mut timings) = generate_from_logits(session, prompts, &logits, tokenizer, cfg, on_text)?;
+    timings.prompt_tokens = prompts.iter().map(Vec::len).sum();
+    timings.prefill_s = prefill_s;
+    timings.ttft_s += prefill_s;
+    Ok((gens, timings))
+}
+
+/// Generates for sequences whose tokens `session` has already consumed: `contexts[b]` are
+/// sequence `b`'s tokens so far (the repetition penalty looks at them; they become
+/// `prompt_ids`) and `logits[b]` its logits over the last ones fed (`[S_b, vocab]`, the last row
+/// is sampled from), e.g. what [`Session::prefill`] returned. This is how a chat continues a kept
+/// state with only a new turn's tokens fed. Timings count no prompt tokens and start at the
+/// call; otherwise as [`generate`].
+pub fn generate_from_logits(
+    session: &mut Session,
+    contexts: &[Vec<i32>],
+    logits: &[Tensor],
+    tokenizer: Option<&Tokenizer>,
+    cfg: &GenerateConfig,
+    mut on_text: impl FnMut(usize, &str),
+) -> Result<(Vec<Generation>, Timings), GenerateError> {
+    if contexts.is_empty() || contexts.iter().any(|p| p.is_empty()) || contexts.len() != logits.len() {
+        return Err(GenerateError::Input("every sequence needs at least one token and its logits".into()));
+    }
+    let mut seqs: Vec<Seq> = contexts
         .iter()
         .map(|p| Seq {
             prompt: p.clone(),
@@ -195,15 +223,17 @@ pub fn generate(
             stop: None,
         })
         .collect();
-    let mut timings = Timings { prompt_tokens: prompts.iter().map(Vec::len).sum(), ..Timings::default() };
+    let mut timings = Timings::default();
     let t0 = Instant::now();
-    // Each sequence's logits after its last prompt token, [B * vocab].
-    let mut logits: Vec<f32> = Vec::new();
-    for t in session.prefill_ragged(prompts)? {
-        let rows = t.as_f32().expect("logits are f32");
-        logits.extend_from_slice(&rows[rows.len() - t.shape[1]..]);
-    }
-    timings.prefill_s = t0.elapsed().as_secs_f64();
+    // Each sequence's logits after its last token, [B * vocab].
+    let mut logits: Vec<f32> = logits
+        .iter()
+        .flat_map(|t| {
+            let rows = t.as_f32().expect("logits are f32");
+            &rows[rows.len() - t.shape.last().copied().unwrap_or(0)..]
+        })
+        .copied()
+        .collect();
     let vocab = logits.len() / seqs.len();
     let mut first_done: Option<Instant> = None;
     loop {

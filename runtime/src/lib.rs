@@ -2,6 +2,7 @@
 //! ([`weights`]), and sessions that hold per-sequence state and run the entry points
 //! ([`session`]).
 
+pub mod chat;
 pub mod generate;
 pub mod model;
 pub mod sampling;

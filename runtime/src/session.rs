@@ -4,7 +4,7 @@
 //! MTP block also `mtp_draft`, which runs the draft entry point over its own KV cache.
 
 use qgc_ir::interp::{self, InterpError, Tensor, WeightSource};
-use qgc_ir::{Bindings, Graph, Program, StateDecl};
+use qgc_ir::{Bindings, DType, Graph, Program, StateDecl};
 use std::collections::BTreeMap;
 
 /// Session failures.
@@ -22,6 +22,21 @@ pub enum SessionError {
 /// The token id fed into left-padding slots. Any valid id would do: padding slots are masked
 /// out of every other slot's computation.
 pub const PAD_TOKEN: i32 = 0;
+
+/// Everything a [`Session`] carries between calls, for [`Session::restore`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SavedState {
+    /// Cache slots per row ([`Session::position`]).
+    pub position: usize,
+    /// Left-padding slots per row ([`Session::padding`]); its length is the batch size.
+    pub padding: Vec<usize>,
+    /// The `state.*` tensors ([`Session::state`]).
+    pub state: BTreeMap<String, Tensor>,
+    /// Positions the MTP block has consumed ([`Session::mtp_position`]).
+    pub mtp_position: usize,
+    /// The `state.mtp*` tensors ([`Session::mtp_state`]; empty without an MTP block).
+    pub mtp_state: BTreeMap<String, Tensor>,
+}
 
 /// Batch state for `B` sequences, executed by the reference interpreter.
 ///
@@ -106,6 +121,53 @@ impl<'w> Session<'w> {
     /// The current state tensors, by `state.*` name.
     pub fn state(&self) -> &BTreeMap<String, Tensor> {
         &self.state
+    }
+
+    /// Replaces everything the session carries between calls with `saved` (what
+    /// [`Session::position`], [`Session::padding`], [`Session::state`], [`Session::mtp_position`]
+    /// and [`Session::mtp_state`] returned for a session of the same program), e.g. a state saved
+    /// to a file. Every state tensor must be there with this program's dtype and shape at those
+    /// positions; otherwise nothing changes and the error names the first problem.
+    /// [`Session::hidden`] is `None` afterwards.
+    pub fn restore(&mut self, saved: SavedState) -> Result<(), SessionError> {
+        let bad = |m: String| Err(SessionError::Input(m));
+        if saved.padding.len() != self.batch {
+            return bad(format!("the state has {} sequences, the session {}", saved.padding.len(), self.batch));
+        }
+        if let Some(&p) = saved.padding.iter().find(|&&p| p > saved.position) {
+            return bad(format!("padding {p} is more than the {} cache slots", saved.position));
+        }
+        let check = |decls: &[StateDecl], got: &BTreeMap<String, Tensor>, p: usize| {
+            let bind = Bindings { b: self.batch, s: 0, p };
+            for d in decls {
+                // As stored: bf16/f16 state lives in f32 tensors.
+                let want = || {
+                    let dims: Vec<String> = d.ty.eval(&bind).iter().map(usize::to_string).collect();
+                    let dtype = if d.ty.dtype == DType::I32 { "i32" } else { "f32" };
+                    format!("{dtype}[{}]", dims.join(","))
+                };
+                match got.get(&d.name) {
+                    None => return Err(format!("{} is missing", d.name)),
+                    Some(t) if !t.fits(&d.ty, &bind) => {
+                        return Err(format!("{} is {}, this model needs {}", d.name, t.describe(), want()))
+                    }
+                    Some(_) => {}
+                }
+            }
+            match got.keys().find(|n| !decls.iter().any(|d| &d.name == *n)) {
+                Some(n) => Err(format!("{n} is not a state tensor of this model")),
+                None => Ok(()),
+            }
+        };
+        check(&self.program.state, &saved.state, saved.position).or_else(bad)?;
+        check(&self.program.mtp_state, &saved.mtp_state, saved.mtp_position).or_else(bad)?;
+        self.past = saved.position;
+        self.pad = saved.padding;
+        self.state = saved.state;
+        self.hidden = None;
+        self.mtp_past = saved.mtp_position;
+        self.mtp_state = saved.mtp_state;
+        Ok(())
     }
 
     /// Whether the program has an MTP draft entry point.
