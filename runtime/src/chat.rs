@@ -8,6 +8,10 @@
 //! close (`<|im_end|>\n` for the Qwen template). The next turn feeds pending ++ its own tokens, so
 //! the state always equals one prefill of the transcript (`tests/chat.rs` checks the logits).
 //!
+//! One difference from re-rendering the conversation with Qwen3's chat template: that template
+//! drops the `<think>…</think>` part of earlier assistant turns, while kept state cannot un-feed
+//! tokens, so earlier reasoning stays in the context (`--hide-think` only hides it on screen).
+//!
 //! [`Chat::save`] and [`Chat::load`] move the whole state through a safetensors file: every
 //! `state.*` tensor of the session (F32, or I32 where the program declares it), the transcript as
 //! the I32 tensor `transcript` (fed tokens, then the pending ones), and `__metadata__`:
