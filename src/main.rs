@@ -63,6 +63,12 @@ enum Cmd {
         context: u64,
         #[command(flatten)]
         lower: LowerArgs,
+        /// Print each entry point's IR after pass NAME (dce, cse, canonicalise, fuse, select).
+        #[arg(long, value_name = "NAME")]
+        dump_after: Option<String>,
+        /// Write each entry point's IR before and after every pass to DIR/<entry>.<NN>-<pass>.qir.
+        #[arg(long, value_name = "DIR")]
+        dump_all: Option<PathBuf>,
     },
     /// Print MODEL's summary (and its IR with --ir).
     Inspect {
@@ -108,7 +114,9 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Compile { model, out, context, lower } => compile(&model, &out, context, &lower.options()),
+        Cmd::Compile { model, out, context, lower, dump_after, dump_all } => {
+            compile(&model, &out, context, &lower.options(), &Dumps { after: dump_after, dir: dump_all })
+        }
         Cmd::Inspect { model, ir, context, lower } => {
             let m = open_model(&model, &lower.options())?;
             print!("{}", summary::render(&m.spec, &m.program, context));
@@ -133,17 +141,54 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn compile(model: &Path, out: &Path, context: u64, options: &LowerOptions) -> Result<()> {
+/// `--dump-after` / `--dump-all` of `qgc compile`.
+struct Dumps {
+    after: Option<String>,
+    dir: Option<PathBuf>,
+}
+
+fn compile(model: &Path, out: &Path, context: u64, options: &LowerOptions, dumps: &Dumps) -> Result<()> {
     let t0 = Instant::now();
     let m = open_model(model, options)?;
     if m.kind == qgc_runtime::ModelKind::Artifact {
         bail!("{}: is already a compiled artifact", model.display());
     }
+    let (reports, dumped) = run_passes(&m.program, dumps)?;
     let art = Artifact::new(m.spec, m.options, m.program);
     art.write(out)?;
     print!("{}", summary::render(&art.spec, &art.program, context));
+    reports.iter().for_each(|r| print!("{r}"));
+    print!("{dumped}");
     println!("wrote      {} in {:.1} ms", out.display(), t0.elapsed().as_secs_f64() * 1e3);
     Ok(())
+}
+
+/// Runs the pass pipeline over every entry point (the artifact keeps the lowered program until
+/// the backends take fused ops); returns the reports and the `--dump-after` text.
+fn run_passes(p: &qgc_ir::Program, dumps: &Dumps) -> Result<(Vec<qgc_passes::Report>, String)> {
+    let passes = qgc_passes::PASSES;
+    if let Some(name) = dumps.after.as_deref().filter(|n| !passes.contains(n)) {
+        bail!("--dump-after {name}: no such pass (passes: {})", passes.join(", "));
+    }
+    if let Some(dir) = &dumps.dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for g in [&p.prefill, &p.decode].into_iter().chain(&p.mtp) {
+            write_atomic(&dir.join(format!("{}.00-lowered.qir", g.name)), qgc_ir::print(g).as_bytes())?;
+        }
+    }
+    let (mut text, mut failed) = (String::new(), None);
+    let mut after = |pass: &str, g: &qgc_ir::Graph| {
+        if dumps.after.as_deref() == Some(pass) {
+            text.push_str(&format!("\n{}", qgc_ir::print(g)));
+        }
+        if let Some(dir) = &dumps.dir {
+            let n = passes.iter().position(|p| *p == pass).unwrap_or(0) + 1;
+            let path = dir.join(format!("{}.{n:02}-{pass}.qir", g.name));
+            failed = failed.take().or(write_atomic(&path, qgc_ir::print(g).as_bytes()).err());
+        }
+    };
+    let (_, reports) = qgc_passes::optimise_program(p, &qgc_passes::Options::default(), &mut after)?;
+    failed.map_or(Ok((reports, text)), Err)
 }
 
 fn import(source: &Path, out: &Path) -> Result<()> {

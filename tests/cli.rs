@@ -179,7 +179,7 @@ const CASES: &[(&str, Setup, &str)] = &[
         let b = std::fs::read(&a).unwrap();
         std::fs::write(&a, &b[..1000]).unwrap();
         vec!["inspect".into(), a.display().to_string()]
-    }, "error: $TMP/m.qgc: truncated artifact: 1000 bytes, header says 169606"),
+    }, "error: $TMP/m.qgc: truncated artifact: 1000 bytes, header says 172790"),
     ("artifact: compiled twice", |t| {
         let a = t.join("m.qgc");
         let (code, _, err) = qgc(&["compile", "models/qwen3-next-tiny.json", "-o", &a.display().to_string()], t);

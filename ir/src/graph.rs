@@ -90,6 +90,23 @@ impl Graph {
         self.outputs.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
     }
 
+    /// The weight-only subgraph, per node: `Weight` sources and every node whose operands are all
+    /// weight-only (a concatenation of projection weights made by fusion, the reshape of a conv
+    /// weight, `-exp(A_log)`). Such a node reads no input or state, so a runtime evaluates it once
+    /// when it loads the weights and never per call; the printer marks it `[load]`.
+    pub fn weight_only(&self) -> Vec<bool> {
+        let mut w = Vec::with_capacity(self.nodes.len());
+        for n in &self.nodes {
+            let here = match n.op {
+                Op::Weight { .. } => true,
+                Op::Input { .. } => false,
+                _ => n.inputs.iter().all(|v| w[v.node]),
+            };
+            w.push(here);
+        }
+        w
+    }
+
     /// Node count by op name, sorted by name (for summaries and fusion counters).
     pub fn op_counts(&self) -> Vec<(&'static str, usize)> {
         let mut m = std::collections::BTreeMap::new();

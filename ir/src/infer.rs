@@ -170,7 +170,77 @@ pub(crate) fn infer(op: &Op, ins: &[&TensorType]) -> R {
             })?;
             Ok(vec![x.clone()])
         }
+        _ => crate::infer::fused(op, ins),
     }
+}
+
+/// Router primitives and fused ops: each result type is that of the composition it stands for.
+fn fused(op: &Op, ins: &[&TensorType]) -> R {
+    let one = |o: &Op, a: &[&TensorType]| -> Result<TensorType, String> { Ok(infer(o, a)?.remove(0)) };
+    match op {
+        Op::Softmax | Op::Renormalize => {
+            want_dtype(ins[0], DType::F32, op.name())?;
+            want(ins[0].rank() >= 1, || format!("{} of a scalar", op.name()))?;
+            Ok(vec![ins[0].clone()])
+        }
+        Op::TopK { k } => {
+            let x = ins[0];
+            want_dtype(x, DType::F32, "top_k input")?;
+            let e = last(x).and_then(|d| d.as_const()).unwrap_or(0);
+            want(*k >= 1 && *k <= e, || format!("top_k {k} not in 1..={e}"))?;
+            let mut s = x.shape.clone();
+            *s.last_mut().expect("rank checked") = Dim::c(*k);
+            Ok(vec![f32_of(s.clone()), TensorType::new(s, DType::I32)])
+        }
+        Op::AddRmsNorm { eps, zero_centred } => {
+            want(ins[0] == ins[1], || format!("residual {} differs from {}", fmt_ty(ins[1]), fmt_ty(ins[0])))?;
+            let sum = one(&Op::Add, &ins[..2])?;
+            let y = one(&Op::RmsNorm { eps: *eps, zero_centred: *zero_centred }, &[&sum, ins[2]])?;
+            Ok(vec![sum, y])
+        }
+        Op::RmsNormRope { eps, zero_centred, theta, rotary_dim } => {
+            let y = one(&Op::RmsNorm { eps: *eps, zero_centred: *zero_centred }, &ins[..2])?;
+            Ok(vec![one(&Op::Rope { theta: *theta, rotary_dim: *rotary_dim }, &[&y, ins[2]])?])
+        }
+        Op::MatMulSwiGlu => {
+            let w = ins[1];
+            want_rank(w, 2, "swiglu weight")?;
+            let n2 = w.shape[0].as_const().unwrap_or(1);
+            want(n2.is_multiple_of(2) && n2 > 0, || format!("swiglu weight {} has an odd row count", fmt_ty(w)))?;
+            let half = f32_of(vec![Dim::c(n2 / 2), w.shape[1]]);
+            let y = one(&Op::MatMul, &[ins[0], &half])?;
+            Ok(vec![one(&Op::Mul, &[&y, &y])?])
+        }
+        Op::MatMulSigmoidGate => {
+            let y = one(&Op::MatMul, &ins[..2])?;
+            let g = one(&Op::Sigmoid, &[ins[2]])?;
+            Ok(vec![one(&Op::Mul, &[&y, &g])?])
+        }
+        Op::SigmoidGateMatMul => {
+            let g = one(&Op::Sigmoid, &[ins[1]])?;
+            let x = one(&Op::Mul, &[ins[0], &g])?;
+            Ok(vec![one(&Op::MatMul, &[&x, ins[2]])?])
+        }
+        Op::GdnGates { .. } => gdn_gates(ins),
+        _ => unreachable!("infer covers every other op"),
+    }
+}
+
+/// `GdnGates`: q/k of the delta rule, and gates `[B,S,Hv]` from a, b and the per-head weights.
+fn gdn_gates(ins: &[&TensorType]) -> R {
+    let (q, k, a, b, dt, alog) = (ins[0], ins[1], ins[2], ins[3], ins[4], ins[5]);
+    want_rank(q, 4, "q")?;
+    want(q == k, || format!("q {} and k {} differ", fmt_ty(q), fmt_ty(k)))?;
+    want(a == b && a.rank() == 3 && a.shape[..2] == q.shape[..2], || {
+        format!("gate inputs {} / {} do not fit q {}", fmt_ty(a), fmt_ty(b), fmt_ty(q))
+    })?;
+    want(dt.rank() == 1 && alog == dt && last(a) == Some(dt.shape[0]), || {
+        format!("gate weights {} / {} do not fit {}", fmt_ty(dt), fmt_ty(alog), fmt_ty(a))
+    })?;
+    for (t, what) in [(q, "q"), (a, "a"), (dt, "dt_bias")] {
+        want_dtype(t, DType::F32, what)?;
+    }
+    Ok(vec![q.clone(), k.clone(), a.clone(), b.clone()])
 }
 
 fn norm_like(x: &TensorType, w: &TensorType) -> R {

@@ -346,15 +346,16 @@ impl<'a> Ctx<'a> {
         let (hid, m) = (self.spec.hidden_size, format!("{p}.mlp"));
         let (e, w) = (c.num_experts, c.expert_width);
         let logits = self.linear(format!("{l}.moe.router"), h, &format!("{m}.gate.weight"), e, hid)?;
-        let route = self.g.add(
-            format!("{l}.moe.route"),
-            Op::MoeRoute { top_k: c.top_k, renormalize: c.norm_topk_prob },
-            &[logits],
-        )?;
+        // Router as primitives (softmax, top-k, renormalise), so that the `fuse-router` rule is
+        // what makes them one `moe_route` kernel.
+        let probs = self.op(format!("{l}.moe.router_probs"), Op::Softmax, &[logits])?;
+        let top = self.g.add(format!("{l}.moe.top_k"), Op::TopK { k: c.top_k }, &[probs])?;
+        let weights =
+            if c.norm_topk_prob { self.op(format!("{l}.moe.route"), Op::Renormalize, &[top[0]])? } else { top[0] };
         let gate = self.weight(&format!("{m}.experts.gate_proj"), &[e, w, hid])?;
         let up = self.weight(&format!("{m}.experts.up_proj"), &[e, w, hid])?;
         let down = self.weight(&format!("{m}.experts.down_proj"), &[e, hid, w])?;
-        let routed = self.op(format!("{l}.moe.experts"), Op::MoeExperts, &[h, route[0], route[1], gate, up, down])?;
+        let routed = self.op(format!("{l}.moe.experts"), Op::MoeExperts, &[h, weights, top[1], gate, up, down])?;
         let Some(shared) = &c.shared_expert else { return Ok(routed) };
         let mut s = self.swiglu(&format!("{l}.moe.shared"), &format!("{m}.shared_expert"), shared.width, h)?;
         if shared.sigmoid_gate {

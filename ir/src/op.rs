@@ -90,10 +90,42 @@ pub enum Op {
     GatedDeltaRule { chunk: Option<usize> },
     /// (logits `[B,S,E]`) -> (weights f32 `[B,S,k]`, experts i32 `[B,S,k]`): softmax over E, top-k in
     /// descending order (ties: lower index first), renormalised to sum 1 when `renormalize`.
+    /// Defined as the router primitives `Softmax`, `TopK`, `Renormalize` in sequence (lowering
+    /// emits those; the `fuse-router` rule makes them this one kernel).
     MoeRoute { top_k: usize, renormalize: bool },
     /// (x `[B,S,H]`, weights `[B,S,k]`, experts i32 `[B,S,k]`, gate `[E,I,H]`, up `[E,I,H]`, down `[E,H,I]`)
     /// -> `[B,S,H]`: Σ_i weights_i · down_e (silu(gate_e x) ⊙ up_e x), e = experts_i.
     MoeExperts,
+
+    // ---- router primitives (lowering emits these; rule `fuse-router` makes them `MoeRoute`) -----
+    /// (x `[..., E]`) -> softmax over the last dim (f64, max subtracted).
+    Softmax,
+    /// (x `[..., E]`) -> (values f32 `[..., k]`, indices i32 `[..., k]`): the k largest in
+    /// descending order (ties: lower index first).
+    TopK { k: usize },
+    /// (x `[..., k]`) -> x / Σ x over the last dim.
+    Renormalize,
+
+    // ---- fused ops: produced by `qgc-passes`; each is defined as a composition of the ops above
+    // ---- (`interp/fused.rs`), so the interpreter stays obviously right.
+    /// (x `[..., D]`, r `[..., D]`, w `[D]`) -> (sum = x + r, rms_norm(sum, w)): residual add + norm.
+    AddRmsNorm { eps: f32, zero_centred: bool },
+    /// (x `[B,S,N,D]`, w `[D]`, positions i32 `[B,S]`) -> rope(rms_norm(x, w), positions): the
+    /// q/k norm with RoPE folded in.
+    RmsNormRope { eps: f32, zero_centred: bool, theta: f64, rotary_dim: usize },
+    /// (x `[..., K]`, w `[2N, K]`) -> `[..., N]`: silu(x w[..N]ᵀ) ⊙ (x w[N..]ᵀ), a matmul with a
+    /// SwiGLU epilogue over the stacked gate/up weight.
+    MatMulSwiGlu,
+    /// (x `[..., K]`, w `[N, K]`, g) -> (x wᵀ) ⊙ σ(g), g broadcast as `Mul`'s second operand: a
+    /// matmul with a sigmoid-gate epilogue.
+    MatMulSigmoidGate,
+    /// (x `[..., K]`, g, w `[N, K]`) -> (x ⊙ σ(g)) wᵀ, g broadcast as `Mul`'s second operand: a
+    /// matmul with a sigmoid-gate prologue.
+    SigmoidGateMatMul,
+    /// (q, k `[B,S,Hk,Dk]`, a, b `[B,S,Hv]`, dt_bias, a_log `[Hv]`) -> (l2(q)·q_scale, l2(k),
+    /// g = softplus(a + dt_bias) · -exp(a_log), beta = σ(b)): the GDN gate chain in one kernel
+    /// (l2 norms with `eps`).
+    GdnGates { eps: f32, q_scale: f32 },
 }
 
 /// Broad families of ops, for passes and summaries.
@@ -111,6 +143,8 @@ pub enum OpClass {
     Norm,
     /// Model-level ops with their own kernels.
     Model,
+    /// Kernels made by fusion passes (each defined as a composition of the other ops).
+    Fused,
 }
 
 impl Op {
@@ -143,6 +177,15 @@ impl Op {
             Op::GatedDeltaRule { .. } => "gated_delta_rule",
             Op::MoeRoute { .. } => "moe_route",
             Op::MoeExperts => "moe_experts",
+            Op::Softmax => "softmax",
+            Op::TopK { .. } => "top_k",
+            Op::Renormalize => "renormalize",
+            Op::AddRmsNorm { .. } => "add_rms_norm",
+            Op::RmsNormRope { .. } => "rms_norm_rope",
+            Op::MatMulSwiGlu => "matmul_swiglu",
+            Op::MatMulSigmoidGate => "matmul_sigmoid_gate",
+            Op::SigmoidGateMatMul => "sigmoid_gate_matmul",
+            Op::GdnGates { .. } => "gdn_gates",
         }
     }
 
@@ -162,6 +205,13 @@ impl Op {
             | Op::Scale { .. }
             | Op::MaskPadding => OpClass::Elementwise,
             Op::RmsNorm { .. } | Op::GatedRmsNorm { .. } | Op::L2Norm { .. } => OpClass::Norm,
+            Op::Softmax | Op::Renormalize => OpClass::Norm,
+            Op::AddRmsNorm { .. }
+            | Op::RmsNormRope { .. }
+            | Op::MatMulSwiGlu
+            | Op::MatMulSigmoidGate
+            | Op::SigmoidGateMatMul
+            | Op::GdnGates { .. } => OpClass::Fused,
             _ => OpClass::Model,
         }
     }
@@ -172,6 +222,10 @@ impl Op {
             Op::Input { .. } | Op::Weight { .. } => 0,
             Op::Reshape { .. } | Op::Slice { .. } | Op::Silu | Op::Sigmoid | Op::Softplus | Op::Exp | Op::Neg => 1,
             Op::Scale { .. } | Op::L2Norm { .. } | Op::MoeRoute { .. } => 1,
+            Op::Softmax | Op::TopK { .. } | Op::Renormalize => 1,
+            Op::MatMulSwiGlu => 2,
+            Op::AddRmsNorm { .. } | Op::RmsNormRope { .. } | Op::MatMulSigmoidGate | Op::SigmoidGateMatMul => 3,
+            Op::GdnGates { .. } => 6,
             Op::Concat { .. } => return None,
             Op::Embed | Op::MatMul | Op::Add | Op::Mul | Op::RmsNorm { .. } | Op::Rope { .. } | Op::KvAppend => 2,
             Op::MaskPadding => 2,
@@ -204,6 +258,15 @@ impl Op {
             Op::MoeRoute { top_k, renormalize } => {
                 format!("top_k={top_k}{}", if *renormalize { " renormalize" } else { "" })
             }
+            Op::TopK { k } => format!("k={k}"),
+            Op::AddRmsNorm { eps, zero_centred } => {
+                format!("eps={eps:e}{}", if *zero_centred { " zero_centred" } else { "" })
+            }
+            Op::RmsNormRope { eps, zero_centred, theta, rotary_dim } => format!(
+                "eps={eps:e}{} theta={theta:e} rotary_dim={rotary_dim}",
+                if *zero_centred { " zero_centred" } else { "" }
+            ),
+            Op::GdnGates { eps, q_scale } => format!("eps={eps:e} q_scale={q_scale:e}"),
             _ => String::new(),
         }
     }

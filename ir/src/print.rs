@@ -20,8 +20,10 @@ fn val(v: &Value, g: &Graph) -> String {
     }
 }
 
-/// Renders `g` as text (stable: depends only on the graph).
+/// Renders `g` as text (stable: depends only on the graph). Nodes of the weight-only subgraph
+/// ([`Graph::weight_only`]) other than the weights themselves are marked `[load]`.
 pub fn print(g: &Graph) -> String {
+    let load = g.weight_only();
     let mut s = String::new();
     let _ = writeln!(s, "graph {} {{", g.name);
     for (i, n) in g.nodes.iter().enumerate() {
@@ -48,6 +50,8 @@ pub fn print(g: &Graph) -> String {
         };
         if named {
             let _ = writeln!(s, "  {lhs} = {rhs} : {}", tys.join(", "));
+        } else if load[i] && !n.inputs.is_empty() {
+            let _ = writeln!(s, "  {lhs} = {rhs} : {}   # {} [load]", tys.join(", "), n.name);
         } else {
             let _ = writeln!(s, "  {lhs} = {rhs} : {}   # {}", tys.join(", "), n.name);
         }

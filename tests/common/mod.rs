@@ -98,3 +98,22 @@ pub fn copy_fixture(name: &str) -> PathBuf {
     }
     d
 }
+
+/// Asserts that `text` equals `tests/golden/<golden>`, naming the first differing line; with
+/// `QGC_BLESS` set, writes `text` there first (golden files are updated only on purpose).
+pub fn assert_golden(text: &str, golden: &str) {
+    let path = root().join("tests/golden").join(golden);
+    if std::env::var_os("QGC_BLESS").is_some() {
+        std::fs::write(&path, text).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    if text != want {
+        let line = text.lines().zip(want.lines()).position(|(a, b)| a != b).unwrap_or(0);
+        panic!(
+            "IR differs from {golden} at line {}:\n  now:    {}\n  golden: {}\n(QGC_BLESS=1 to accept)",
+            line + 1,
+            text.lines().nth(line).unwrap_or("<end>"),
+            want.lines().nth(line).unwrap_or("<end>")
+        );
+    }
+}

@@ -4,13 +4,15 @@
 //!
 //! [`run`] evaluates a whole graph; [`eval_op`] evaluates one op on concrete tensors (what
 //! per-op backend tests compare against). The op functions live in one module per family
-//! ([`movement`], [`linear`], [`elementwise`], [`norm`], [`attention`], [`gdn`], [`moe`]); they
+//! ([`movement`], [`linear`], [`elementwise`], [`norm`], [`attention`], [`gdn`], [`moe`], and
+//! [`fused`], which defines every fused op as a composition of the others); they
 //! take and return [`Tensor`]s and report bad operands as a message, which [`run`] turns into
 //! [`InterpError::Runtime`] naming the node. Storage is f32; dot products and reductions
 //! accumulate in f64.
 
 pub mod attention;
 pub mod elementwise;
+pub mod fused;
 pub mod gdn;
 pub mod linear;
 pub mod moe;
@@ -231,8 +233,19 @@ pub fn eval_op(op: &Op, ins: &[&Tensor], bind: &Bindings) -> Result<Vec<Tensor>,
         Op::Attention { scale } => one(attention::attention(ins[0], ins[1], ins[2], ins[3], *scale)),
         Op::CausalConv1d { kernel } => two(gdn::causal_conv1d(ins[0], ins[1], ins[2], *kernel)),
         Op::GatedDeltaRule { chunk } => two(gdn::gated_delta_rule(ins, *chunk)),
-        Op::MoeRoute { top_k, renormalize } => two(moe::moe_route(x(), *top_k, *renormalize)),
+        Op::MoeRoute { top_k, renormalize } => two(fused::moe_route(x(), *top_k, *renormalize)),
         Op::MoeExperts => one(moe::moe_experts(ins)),
+        Op::Softmax => one(fused::softmax(x())),
+        Op::TopK { k } => two(fused::top_k(x(), *k)),
+        Op::Renormalize => one(fused::renormalize_rows(x())),
+        Op::AddRmsNorm { eps, zero_centred } => two(fused::add_rms_norm(ins[0], ins[1], ins[2], *eps, *zero_centred)),
+        Op::RmsNormRope { eps, zero_centred, theta, rotary_dim } => {
+            one(fused::rms_norm_rope(ins[0], ins[1], ins[2], (*eps, *zero_centred), (*theta, *rotary_dim)))
+        }
+        Op::MatMulSwiGlu => one(fused::matmul_swiglu(ins[0], ins[1])),
+        Op::MatMulSigmoidGate => one(fused::matmul_sigmoid_gate(ins[0], ins[1], ins[2])),
+        Op::SigmoidGateMatMul => one(fused::sigmoid_gate_matmul(ins[0], ins[1], ins[2])),
+        Op::GdnGates { eps, q_scale } => fused::gdn_gates(ins, *eps, *q_scale),
     }
 }
 
