@@ -8,6 +8,10 @@
 //! | `fuse` | e-graph phase 2: fused ops and merged projections ([`rules::fuse`]) |
 //! | `select` | e-graph phase 3: matmul epilogues / prologues ([`rules::select`]) |
 //!
+//! After the passes, [`memplan::plan`] lays the fused graph's per-call values out in one arena
+//! (liveness-based reuse, in place where legal); the report shows its peak against the naive
+//! plan. It is an analysis, not a pass: it leaves the graph as it is.
+//!
 //! The three e-graph phases share one e-graph per region kind ([`region`]): each is an egg
 //! `Runner` with explicit limits, and after each the graph is extracted DAG-aware ([`extract`])
 //! and stamped over every region of the kind ([`stamp`]), so every pass has a real graph to dump
@@ -22,6 +26,7 @@ pub mod analysis;
 pub mod classic;
 pub mod extract;
 pub mod lang;
+pub mod memplan;
 pub mod region;
 pub mod rules;
 pub mod saturate;
@@ -93,6 +98,10 @@ pub struct Report {
     pub graph: String,
     /// Passes in order.
     pub passes: Vec<PassReport>,
+    /// The memory plan of the optimised graph (`None` until planned).
+    pub memplan: Option<memplan::MemPlan>,
+    /// Time spent planning memory.
+    pub memplan_time: Duration,
 }
 
 impl Report {
@@ -128,6 +137,9 @@ impl fmt::Display for Report {
                 )?;
             }
         }
+        if let Some(m) = &self.memplan {
+            write!(f, "  {:<13} {:>9.2} ms  {m}", "memplan", self.memplan_time.as_secs_f64() * 1e3)?;
+        }
         Ok(())
     }
 }
@@ -139,7 +151,7 @@ fn checked(pass: &str, g: Graph) -> Result<Graph, PassError> {
 
 /// Runs [`PASSES`] over `g`; calls `after(pass, graph)` after each (for `--dump-after`).
 pub fn optimise(g: &Graph, opts: &Options, after: &mut dyn FnMut(&str, &Graph)) -> Result<(Graph, Report), PassError> {
-    let mut report = Report { graph: g.name.clone(), passes: Vec::new() };
+    let mut report = Report { graph: g.name.clone(), passes: Vec::new(), memplan: None, memplan_time: Duration::ZERO };
     let mut cur = checked("input", g.clone())?;
     type Classic = fn(&Graph) -> Result<Graph, IrError>;
     for (name, pass) in [("dce", classic::dce as Classic), ("cse", classic::cse as Classic)] {
@@ -171,6 +183,9 @@ pub fn optimise(g: &Graph, opts: &Options, after: &mut dyn FnMut(&str, &Graph)) 
         after(name, &next);
         last = next;
     }
+    let t0 = Instant::now();
+    report.memplan = Some(memplan::plan(&last));
+    report.memplan_time = t0.elapsed();
     Ok((last, report))
 }
 
