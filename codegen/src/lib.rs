@@ -1,6 +1,8 @@
-//! qgc's code generation. For now it packs a lowered, verified program into a versioned,
-//! self-checking artifact; later issues add Cranelift host code and CUDA kernels to it.
+//! qgc's code generation: the versioned, self-checking artifact ([`artifact`]) and the Cranelift
+//! host code — per entry point a JIT-compiled schedule of kernel-shim calls and the fused
+//! elementwise chains as SIMD loops ([`host`]). CUDA kernels come later.
 
 pub mod artifact;
+pub mod host;
 
 pub use artifact::{Artifact, ArtifactError, FORMAT_VERSION, MAGIC};
