@@ -3,6 +3,7 @@
 //! ([`session`]).
 
 pub mod chat;
+pub mod cpu;
 pub mod generate;
 pub mod model;
 pub mod sampling;
