@@ -3,20 +3,9 @@
 
 mod common;
 
-use common::{copy_fixture, fixture, root, temp_dir};
+use common::{copy_fixture, fixture, qgc, root, temp_dir};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// Runs qgc with `args` in the repo root; returns (exit code, stdout, stderr with `tmp` → `$TMP`).
-fn qgc(args: &[&str], tmp: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_qgc")).args(args).current_dir(root()).output().unwrap();
-    let norm = |b: &[u8]| {
-        let s = String::from_utf8_lossy(b).replace(&tmp.display().to_string(), "$TMP");
-        s.replace(&root().display().to_string(), "$ROOT")
-    };
-    (out.status.code().unwrap_or(-1), norm(&out.stdout), norm(&out.stderr))
-}
 
 fn tiny_spec() -> Value {
     serde_json::from_str(&std::fs::read_to_string(root().join("models/qwen3-next-tiny.json")).unwrap()).unwrap()

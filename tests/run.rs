@@ -3,23 +3,12 @@
 
 mod common;
 
-use common::{fixture, reference, root, temp_dir};
+use common::{fixture, qgc, reference, root, temp_dir};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
 
 const TINY: &str = "models/qwen3-next-tiny.json";
-
-/// Runs qgc with `args` in the repo root; returns (exit code, stdout, stderr with `tmp` → `$TMP`
-/// and the repo root → `$ROOT`).
-fn qgc(args: &[&str], tmp: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_qgc")).args(args).current_dir(root()).output().unwrap();
-    let norm = |b: &[u8]| {
-        let s = String::from_utf8_lossy(b).replace(&tmp.display().to_string(), "$TMP");
-        s.replace(&root().display().to_string(), "$ROOT")
-    };
-    (out.status.code().unwrap_or(-1), norm(&out.stdout), norm(&out.stderr))
-}
 
 /// `qgc run TINY --random-weights ARGS --json`: the one JSON object per prompt.
 fn tiny_json(args: &[&str]) -> Vec<Value> {

@@ -6,11 +6,10 @@
 
 mod common;
 
-use common::{root, temp_dir};
+use common::{qgc, root, temp_dir};
 use qgc_runtime::tokenizer::Tokenizer;
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
 
 const SPECIALS: [&str; 26] = [
     "<|endoftext|>",
@@ -178,16 +177,6 @@ fn resolve_order() {
 }
 
 // ---- the CLI ---------------------------------------------------------------------------------
-
-/// Runs qgc in the repo root; returns (exit code, stdout, stderr with `tmp` → `$TMP`).
-fn qgc(args: &[&str], tmp: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_qgc")).args(args).current_dir(root()).output().unwrap();
-    let norm = |b: &[u8]| {
-        let s = String::from_utf8_lossy(b).replace(&tmp.display().to_string(), "$TMP");
-        s.replace(&root().display().to_string(), "$ROOT")
-    };
-    (out.status.code().unwrap_or(-1), norm(&out.stdout), norm(&out.stderr))
-}
 
 /// A three-word WordLevel tokenizer, to tell a model directory's tokenizer from Qwen's.
 fn tiny_tokenizer() -> &'static str {

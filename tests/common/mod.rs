@@ -117,3 +117,14 @@ pub fn assert_golden(text: &str, golden: &str) {
         );
     }
 }
+
+/// Runs the qgc binary with `args` in the repo root; returns (exit code, stdout, stderr), with
+/// `tmp` written as `$TMP` and the repo root as `$ROOT` so expected texts need no machine paths.
+pub fn qgc(args: &[&str], tmp: &Path) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qgc")).args(args).current_dir(root()).output().unwrap();
+    let norm = |b: &[u8]| {
+        let s = String::from_utf8_lossy(b).replace(&tmp.display().to_string(), "$TMP");
+        s.replace(&root().display().to_string(), "$ROOT")
+    };
+    (out.status.code().unwrap_or(-1), norm(&out.stdout), norm(&out.stderr))
+}
