@@ -82,6 +82,10 @@ enum Cmd {
         context: u64,
         #[command(flatten)]
         lower: LowerArgs,
+        /// Write each entry point's graph before and after fusion to
+        /// DIR/<entry>.{lowered,fused}.dot (and .svg when Graphviz `dot` is on PATH).
+        #[arg(long, value_name = "DIR")]
+        dot: Option<PathBuf>,
     },
     /// Generate text from a prompt (streamed), with sampling, chat template and stop conditions.
     Run(run::RunArgs),
@@ -117,7 +121,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Compile { model, out, context, lower, dump_after, dump_all } => {
             compile(&model, &out, context, &lower.options(), &Dumps { after: dump_after, dir: dump_all })
         }
-        Cmd::Inspect { model, ir, context, lower } => {
+        Cmd::Inspect { model, ir, context, lower, dot } => {
             let m = open_model(&model, &lower.options())?;
             print!("{}", summary::render(&m.spec, &m.program, context));
             if ir {
@@ -129,6 +133,9 @@ fn run(cli: Cli) -> Result<()> {
                     println!();
                     print!("{}", qgc_ir::print(mtp));
                 }
+            }
+            if let Some(dir) = &dot {
+                write_dots(&m.program, dir)?;
             }
             Ok(())
         }
@@ -189,6 +196,41 @@ fn run_passes(p: &qgc_ir::Program, dumps: &Dumps) -> Result<(Vec<qgc_passes::Rep
     };
     let (_, reports) = qgc_passes::optimise_program(p, &qgc_passes::Options::default(), &mut after)?;
     failed.map_or(Ok((reports, text)), Err)
+}
+
+/// `qgc inspect --dot DIR`: DOT files of every entry point, lowered and fused; SVGs when `dot`
+/// is on PATH (a note otherwise).
+fn write_dots(p: &qgc_ir::Program, dir: &Path) -> Result<()> {
+    let (fused, _) = qgc_passes::optimise_program(p, &qgc_passes::Options::default(), &mut |_, _| {})?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut files = Vec::new();
+    for (stage, prog) in [("lowered", p), ("fused", &fused)] {
+        for g in [&prog.prefill, &prog.decode].into_iter().chain(&prog.mtp) {
+            let path = dir.join(format!("{}.{stage}.dot", g.name));
+            write_atomic(&path, qgc_ir::dot::dot(g, &format!("{}.{stage}", g.name)).as_bytes())?;
+            println!("wrote {}", path.display());
+            files.push(path);
+        }
+    }
+    let has_dot = std::process::Command::new("dot").arg("-V").output().is_ok();
+    if !has_dot {
+        println!("note: Graphviz `dot` not found on PATH; no .svg rendered");
+        return Ok(());
+    }
+    for path in files {
+        let svg = path.with_extension("svg");
+        let out = std::process::Command::new("dot")
+            .arg("-Tsvg")
+            .arg(&path)
+            .output()
+            .with_context(|| format!("running dot on {}", path.display()))?;
+        if !out.status.success() {
+            bail!("dot -Tsvg {}: {}", path.display(), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        write_atomic(&svg, &out.stdout)?;
+        println!("wrote {}", svg.display());
+    }
+    Ok(())
 }
 
 fn import(source: &Path, out: &Path) -> Result<()> {

@@ -2,6 +2,7 @@
 //! the verifier, the text printer, lowering from spec to graph, and the reference interpreter
 //! (`interp`), which defines what every op means.
 
+pub mod dot;
 pub mod graph;
 mod infer;
 pub mod interp;
