@@ -53,16 +53,7 @@ fn split_runs_continue_exactly() {
     let c = RuleCase { b: 1, s: 150, hk: 2, hv: 4, dk: 16, dv: 8, g_min: -5.0 };
     let inp = rule_inputs(c, 11);
     let dims = |s| GdnDims { batch: 1, s, hk: c.hk, hv: c.hv, dk: c.dk, dv: c.dv };
-    let gi = GdnInputs {
-        q: &inp.buf,
-        ql: inp.ql,
-        k: &inp.buf,
-        kl: inp.kl,
-        v: &inp.buf,
-        vl: inp.vl,
-        g: &inp.g,
-        beta: &inp.beta,
-    };
+    let gi = inp.whole();
     let (mut st_all, mut out_all) = (inp.state.clone(), vec![0.0; 150 * c.hv * c.dv]);
     gated_delta_rule(gi, dims(150), &mut st_all, &mut out_all);
     let mut st = inp.state.clone();

@@ -80,6 +80,22 @@ pub struct RuleInputs {
     pub state: Vec<f32>,
 }
 
+impl RuleInputs {
+    /// The kernel's view of every token of these inputs.
+    pub fn whole(&self) -> GdnInputs<'_> {
+        GdnInputs {
+            q: &self.buf,
+            ql: self.ql,
+            k: &self.buf,
+            kl: self.kl,
+            v: &self.buf,
+            vl: self.vl,
+            g: &self.g,
+            beta: &self.beta,
+        }
+    }
+}
+
 pub fn rule_inputs(c: RuleCase, seed: u64) -> RuleInputs {
     let mut rng = Rng::new(seed);
     let tok = c.b * c.s;
@@ -120,16 +136,7 @@ pub fn rule_case(c: RuleCase, seed: u64, tol: f32) -> f32 {
     let r = eval(Op::GatedDeltaRule { chunk: None }, &ins.iter().collect::<Vec<_>>());
     let mut state = inp.state.clone();
     let mut out = vec![f32::NAN; b * s * hv * dv];
-    let gi = GdnInputs {
-        q: &inp.buf,
-        ql: inp.ql,
-        k: &inp.buf,
-        kl: inp.kl,
-        v: &inp.buf,
-        vl: inp.vl,
-        g: &inp.g,
-        beta: &inp.beta,
-    };
+    let gi = inp.whole();
     gated_delta_rule(gi, GdnDims { batch: b, s, hk, hv, dk, dv }, &mut state, &mut out);
     let what = format!("gated_delta_rule {c:?}");
     let e = check(&what, &out, f(&r[0]), tol);
