@@ -6,12 +6,14 @@
 //! (the conv activations' silu, the MoE adds) they are within 1e-6 relative (max |diff| / max
 //! |value| per output) in `Precision::F64` (measured: identical), within 1e-5 in `F32` (measured
 //! about 1e-6: a few ulp of silu through four layers), and splitting the loops over threads
-//! changes no bit.
+//! changes no bit. The reusing arena planner (`ReusePlanner`) gives the same bits as the bump
+//! planner with a smaller arena.
 
 mod host_common;
 
-use host_common::{compile, run_host};
-use qgc_codegen::host::{check_plan, HostOptions, Precision};
+use host_common::{compile, compile_with, run_host};
+use qgc_codegen::host::place::ReusePlanner;
+use qgc_codegen::host::{check_plan, ArenaPlanner, HostOptions, Precision};
 use qgc_ir::interp::{run, MapWeights, Rng, Tensor};
 use qgc_ir::{lower, Bindings, Graph, LowerOptions, ModelSpec, Program};
 use qgc_passes::{optimise_program, Options};
@@ -162,4 +164,51 @@ fn schedule_structure() {
     assert_eq!(io.slots[1].name, "positions");
     let n_in = p.prefill.inputs().len();
     assert_eq!(io.slots[n_in].name, "logits");
+}
+
+/// Every element's bits (f32 bits or the i32 itself).
+fn bits(t: &Tensor) -> Vec<u32> {
+    match (t.as_f32(), t.as_i32()) {
+        (Some(v), _) => v.iter().map(|x| x.to_bits()).collect(),
+        (_, Some(v)) => v.iter().map(|&x| x as u32).collect(),
+        _ => unreachable!(),
+    }
+}
+
+/// One call of `g` compiled with the bump planner and with the reusing planner: the reuse plan
+/// is sound at `bind` and smaller, and every output has the same bits. Returns the outputs.
+fn bump_vs_reuse(
+    g: &Graph,
+    opts: &HostOptions,
+    bind: Bindings,
+    ins: &BTreeMap<String, Tensor>,
+) -> BTreeMap<String, Tensor> {
+    let m = model();
+    let bump = compile(g, opts);
+    let reuse = compile_with(g, opts, &ReusePlanner::for_graph(g));
+    let reqs = &reuse.schedule.requests;
+    check_plan(reqs, &ReusePlanner::for_graph(g).plan(reqs), &bind).expect("reuse plan is sound");
+    let (a, b) = (bump.arena_bytes().eval(&bind), reuse.arena_bytes().eval(&bind));
+    eprintln!("{} {bind:?}: arena bump {a} B, reuse {b} B", g.name);
+    assert!(b < a, "{}: reuse arena {b} not below bump {a}", g.name);
+    let (want, _) = run_host(&bump, g, bind, ins, &m.weights);
+    let (got, _) = run_host(&reuse, g, bind, ins, &m.weights);
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+    for (k, w) in &want {
+        assert_eq!(got[k].shape, w.shape, "{} {k}", g.name);
+        assert!(bits(&got[k]) == bits(w), "{} {k}: reuse plan changed bits (rel {:.2e})", g.name, rel(&got[k], w));
+    }
+    want
+}
+
+#[test]
+fn reuse_planner_gives_the_bump_planner_bits() {
+    let p = &model().program;
+    for opts in [HostOptions { fuse_elementwise: false, ..HostOptions::default() }, HostOptions::default()] {
+        let ins = inputs(2, 5, 0, 4, &fresh_state(2));
+        let out = bump_vs_reuse(&p.prefill, &opts, Bindings { b: 2, s: 5, p: 0 }, &ins);
+        let state: BTreeMap<String, Tensor> = out.into_iter().filter(|(k, _)| k.starts_with("state.")).collect();
+        let ins = inputs(2, 1, 5, 5, &state);
+        bump_vs_reuse(&p.decode, &opts, Bindings { b: 2, s: 1, p: 5 }, &ins);
+    }
 }

@@ -37,9 +37,14 @@
 //! whichever adds fewer bytes at the representative binding. A slot's offset is the sum of the
 //! sizes of the slots below it; every slot size is rounded up coefficient-wise to [`ALIGN`]
 //! bytes, so every slot start is 64-byte aligned under every binding. Safety does not depend on
-//! the heuristic: values sharing a slot never live at once, and slots are disjoint.
+//! the heuristic: values sharing a slot never live at once, and slots are disjoint. That
+//! placement is [`slots`], which also places plain `(bytes, first, last)` intervals
+//! ([`place_intervals`]) for planners that have their own liveness (the JIT's schedule steps).
+
+pub mod slots;
 
 use qgc_ir::{Bindings, Graph, Op, OpClass, Poly, Value};
+pub use slots::{place_intervals, Interval, IntervalPlan, Slots};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -163,16 +168,6 @@ struct Spot {
     role: Role,
 }
 
-/// Planner state while placing arena buffers.
-struct SlotState {
-    size: Poly,
-    /// The slot is free for nodes after this one.
-    busy_until: usize,
-    /// The buffer root occupying it last.
-    holder: Value,
-    buffers: Vec<Value>,
-}
-
 /// The planner: the graph, its liveness, each value's spot and the arena slots so far.
 struct Planner<'g> {
     g: &'g Graph,
@@ -183,7 +178,9 @@ struct Planner<'g> {
     /// Per buffer root: its home, and the last node any of its views is read at.
     homes: BTreeMap<Value, (Home, usize)>,
     slot_of: BTreeMap<Value, usize>,
-    slots: Vec<SlotState>,
+    slots: Slots,
+    /// Per slot: the buffers it hosts, in node order (the last one occupies it now).
+    hosted: Vec<Vec<Value>>,
 }
 
 impl<'g> Planner<'g> {
@@ -196,7 +193,8 @@ impl<'g> Planner<'g> {
             spots: BTreeMap::new(),
             homes: BTreeMap::new(),
             slot_of: BTreeMap::new(),
-            slots: Vec::new(),
+            slots: Slots::new(bind),
+            hosted: Vec::new(),
         }
     }
 
@@ -290,10 +288,11 @@ impl<'g> Planner<'g> {
                 && off.is_zero()
                 && self.size(x) == self.size(root)
                 && self.homes[&root] == (Home::Arena, i)
-                && self.slots[slot].holder == root
+                && self.hosted[slot].last() == Some(&root)
                 && n.inputs.iter().all(|o| *o == x || self.spots[o].root != root);
             if legal {
                 self.spots.get_mut(&v).expect("classified").role = Role::InPlace { of: x };
+                self.slots.reuse(slot, &self.size(v), self.homes[&v].1);
                 self.take(slot, v);
                 return true;
             }
@@ -301,47 +300,24 @@ impl<'g> Planner<'g> {
         false
     }
 
-    /// Places a fresh buffer: best-fitting free slot, else the cheaper of growing one or a new
-    /// slot (costs evaluated at the representative binding, ties by a larger one).
+    /// Places a fresh buffer ([`Slots::place`]) from node `i` to its buffer's end.
     fn allocate(&mut self, i: usize, v: Value) {
-        let need = self.size(v).align_up(ALIGN);
-        let alt = Bindings { b: 3, s: 70, p: 100 };
-        let cost = |p: &Poly| (p.eval(&self.bind), p.eval(&alt));
-        let free = || self.slots.iter().enumerate().filter(|(_, s)| s.busy_until < i);
-        let fit = free().filter(|(_, s)| need.le(&s.size)).min_by_key(|(k, s)| (cost(&s.size), *k)).map(|(k, _)| k);
-        let slot = fit.or_else(|| {
-            let grow = |s: &SlotState| {
-                let (a, b) = (cost(&s.size.lub(&need)), cost(&s.size));
-                (a.0 - b.0, a.1 - b.1)
-            };
-            let best = free().map(|(k, s)| (grow(s), k)).min()?;
-            (best.0 < cost(&need)).then_some(best.1)
-        });
-        let slot = slot.unwrap_or_else(|| {
-            let holder = v;
-            self.slots.push(SlotState { size: Poly::zero(), busy_until: 0, holder, buffers: Vec::new() });
-            self.slots.len() - 1
-        });
-        self.slots[slot].size = self.slots[slot].size.lub(&need);
+        let slot = self.slots.place(&self.size(v), i, self.homes[&v].1);
         self.take(slot, v);
     }
 
+    /// Records `v` as the buffer now occupying `slot`.
     fn take(&mut self, slot: usize, v: Value) {
-        let s = &mut self.slots[slot];
-        s.busy_until = self.homes[&v].1;
-        s.holder = v;
-        s.buffers.push(v);
+        if slot == self.hosted.len() {
+            self.hosted.push(Vec::new());
+        }
+        self.hosted[slot].push(v);
         self.slot_of.insert(v, slot);
     }
 
     /// Slot offsets, absolute placements and the totals.
     fn finish(self) -> MemPlan {
-        let mut offsets = Vec::with_capacity(self.slots.len());
-        let mut arena_size = Poly::zero();
-        for s in &self.slots {
-            offsets.push(arena_size.clone());
-            arena_size = arena_size.add(&s.size);
-        }
+        let (offsets, arena_size) = self.slots.layout();
         let naive_size = self.slot_of.keys().fold(Poly::zero(), |acc, v| acc.add(&self.size(*v).align_up(ALIGN)));
         let output_size = self.g.outputs.iter().fold(Poly::zero(), |acc, (_, v)| acc.add(&self.size(*v)));
         let mut placement: BTreeMap<Value, Placement> = BTreeMap::new();
@@ -353,11 +329,8 @@ impl<'g> Planner<'g> {
             let p = Placement { home, offset, size: self.size(*v), role: spot.role, slot, def, last };
             placement.insert(*v, p);
         }
-        let slots = self
-            .slots
-            .into_iter()
-            .zip(offsets)
-            .map(|(s, offset)| Slot { offset, size: s.size, buffers: s.buffers })
+        let slots = (self.hosted.into_iter().zip(offsets).enumerate())
+            .map(|(k, (buffers, offset))| Slot { offset, size: self.slots.size(k).clone(), buffers })
             .collect();
         let copied_outputs = (self.g.outputs.iter())
             .filter(|(name, v)| placement[v].home != Home::Output(name.clone()))

@@ -1,6 +1,6 @@
 //! Where every value's bytes are: the io pointer table ([`IoTable`]), the arena plan
-//! ([`ArenaPlanner`], with the stand-in [`BumpPlanner`]) and the resulting per-value
-//! [`Loc`]ations.
+//! ([`ArenaPlanner`]: [`ReusePlanner`], or the no-reuse [`BumpPlanner`]) and the resulting
+//! per-value [`Loc`]ations.
 //!
 //! The planner interface is what the memory planner (`qgc_passes::memplan`) fills: it gets one
 //! [`ArenaRequest`] per value that needs arena bytes — its size as a [`Poly`] over `B,S,P` (the
@@ -10,6 +10,7 @@
 //! never appear in requests; a view's reads count as reads of the value it views.
 
 use qgc_ir::{Bindings, Graph, Op, Poly, TensorType, Value};
+use qgc_passes::memplan::{self, Interval};
 
 /// What an io slot holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -132,6 +133,42 @@ impl ArenaPlanner for BumpPlanner {
             at = at.add(&r.bytes.align_up(64));
         }
         ArenaPlan { offsets, size: at }
+    }
+}
+
+/// The reusing planner: `qgc_passes::memplan`'s greedy slot placement
+/// ([`memplan::place_intervals`]) over the requests' step intervals. A value takes the bytes of
+/// values dead before its step (best-fitting free slot, else the cheaper of growing one or
+/// opening one, measured at [`ReusePlanner::binding`]); every offset is a multiple of 64 under
+/// every binding, and the arena is never larger than [`BumpPlanner`]'s (coefficient-wise).
+/// No in-place reuse: a step's results never share bytes with its operands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReusePlanner {
+    /// The binding the heuristic minimises the arena at; the plan is sound under every binding.
+    pub binding: Bindings,
+}
+
+impl ReusePlanner {
+    /// The planner for entry point `g`, optimising at its representative binding
+    /// ([`memplan::representative`]: decode `B=1,S=1,P=4096`, otherwise `B=1,S=512,P=0`).
+    pub fn for_graph(g: &Graph) -> ReusePlanner {
+        ReusePlanner { binding: memplan::representative(g) }
+    }
+}
+
+impl Default for ReusePlanner {
+    /// Optimises at the prefill binding `B=1,S=512,P=0`.
+    fn default() -> Self {
+        ReusePlanner { binding: Bindings { b: 1, s: 512, p: 0 } }
+    }
+}
+
+impl ArenaPlanner for ReusePlanner {
+    fn plan(&self, requests: &[ArenaRequest]) -> ArenaPlan {
+        let intervals: Vec<Interval> =
+            requests.iter().map(|r| Interval { bytes: r.bytes.clone(), first: r.first, last: r.last }).collect();
+        let p = memplan::place_intervals(&intervals, &self.binding);
+        ArenaPlan { offsets: p.offsets, size: p.size }
     }
 }
 

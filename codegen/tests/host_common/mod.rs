@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use qgc_codegen::host::{
-    compile_entry, required_shims, BumpPlanner, HostEntry, HostOptions, IoKind, LoopFn, ShimTable,
+    compile_entry, required_shims, ArenaPlanner, BumpPlanner, HostEntry, HostOptions, IoKind, LoopFn, ShimTable,
 };
 use qgc_ir::interp::{eval_op, MapWeights, Tensor};
 use qgc_ir::{Bindings, DType, Graph};
@@ -118,7 +118,12 @@ pub fn shims(g: &Graph, opts: &HostOptions) -> ShimTable {
 
 /// Compiles `g` with the interp shims and the bump planner.
 pub fn compile(g: &Graph, opts: &HostOptions) -> HostEntry {
-    compile_entry(g, &shims(g, opts), &BumpPlanner, opts).expect("host code compiles")
+    compile_with(g, opts, &BumpPlanner)
+}
+
+/// Compiles `g` with the interp shims and `planner`.
+pub fn compile_with(g: &Graph, opts: &HostOptions, planner: &dyn ArenaPlanner) -> HostEntry {
+    compile_entry(g, &shims(g, opts), planner, opts).expect("host code compiles")
 }
 
 /// One call's statistics.
