@@ -1,6 +1,6 @@
 //! Timings of the CPU kernels against the memory-bandwidth probe.
 //!
-//! `cargo run --release -p qgc-runtime --example cpu_kernels [-- --quick]`
+//! `cargo run --release -p qgc-runtime --example cpu_kernels [-- --quick | --prefill | --gdn]`
 //!
 //! Prints GEMV GB/s (f32 and bf16 weights, decode M=1 and 4, every SIMD level) next to a plain
 //! read of the same bytes timed interleaved with it, GEMM GFLOP/s for 512×2048×2048 and the
@@ -10,8 +10,9 @@
 use half::bf16;
 use qgc_runtime::cpu::attention::{attention, AttnDims};
 use qgc_runtime::cpu::gdn::{gated_delta_rule, GdnDims, GdnInputs};
+use qgc_runtime::cpu::gdn_chunked::{gated_delta_rule_chunked, use_chunked, CHUNKED_MIN_TOKENS, DEFAULT_CHUNK};
 use qgc_runtime::cpu::linear::{linear, set_gemm_min_rows, Epilogue, GEMM_MIN_ROWS};
-use qgc_runtime::cpu::moe::{moe_experts, moe_route, ExpertDims, MoeScratch};
+use qgc_runtime::cpu::moe::{moe_experts, moe_route, set_panel_min_rows, ExpertDims, MoeScratch, PANEL_MIN_ROWS};
 use qgc_runtime::cpu::{bandwidth, detected_level, level, set_level, HeadLayout, Level, WeightRef};
 use std::time::Instant;
 
@@ -53,6 +54,14 @@ fn as_bytes<'a>(w: WeightRef<'a>) -> &'a [u8] {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--prefill") {
+        prefill_bench();
+        return;
+    }
+    if std::env::args().any(|a| a == "--gdn") {
+        gdn_chunked_bench(if quick { 5 } else { 15 });
+        return;
+    }
     println!("level {:?}, {} threads", level(), rayon::current_num_threads());
     let bw = bandwidth::probe(if quick { 128 << 20 } else { 512 << 20 }, 15);
     println!(
@@ -68,6 +77,7 @@ fn main() {
     gemm_bench();
     attention_bench();
     gdn_bench();
+    gdn_chunked_bench(if quick { 5 } else { 15 });
     moe_bench(bw.read_best_gbs);
 }
 
@@ -197,6 +207,80 @@ fn gdn_bench() {
     }
 }
 
+/// Median wall time of `f(v)` for each variant `v < N`, over `runs` rounds that call every
+/// variant once in turn (after one warm-up round), so all of them see the same neighbours on a
+/// shared machine.
+fn medians<const N: usize>(runs: usize, mut f: impl FnMut(usize)) -> [f64; N] {
+    (0..N).for_each(&mut f);
+    let mut ts = [(); N].map(|_| Vec::with_capacity(runs));
+    for _ in 0..runs {
+        for (v, t) in ts.iter_mut().enumerate() {
+            let s = Instant::now();
+            f(v);
+            t.push(s.elapsed().as_secs_f64());
+        }
+    }
+    ts.map(|mut t| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    })
+}
+
+/// `--gdn` (and part of the full run): the delta rule, recurrent vs chunked with C = 16, 32, 64,
+/// median of `runs` interleaved rounds, at the benchmark model's GDN (B 1, Hk 8, Hv 16, Dk =
+/// Dv = 128) for S from 1 to 512 and at Qwen3-Next-80B's (Hk 16, Hv 32) for S = 512. `*` marks
+/// the form `gdn_chunked::gated_delta_rule_auto` runs; the last column is recurrent / that form.
+/// `QGC_GDN_S=<S>` keeps only that S (to repeat one row).
+fn gdn_chunked_bench(runs: usize) {
+    let chunks = [16usize, 32, 64];
+    println!(
+        "delta rule, median of {runs} (ms): recurrent | chunked C={chunks:?}; default C={DEFAULT_CHUNK}, chunked from S={CHUNKED_MIN_TOKENS}"
+    );
+    let cases = [(8usize, 16usize, [1usize, 4, 8, 16, 32, 64, 128, 256, 512].as_slice()), (16, 32, [512].as_slice())];
+    for (hk, hv, ss) in cases {
+        let (dk, dv) = (128usize, 128usize);
+        for &s in ss {
+            if std::env::var("QGC_GDN_S").is_ok_and(|v| v != s.to_string()) {
+                continue;
+            }
+            let width = 2 * hk * dk + hv * dv;
+            let buf: Vec<f32> = rand_vec(s * width, 8).iter().map(|v| v * 0.1).collect();
+            let ql = HeadLayout { tokens: s, heads: hk, d: dk, token_stride: width, head_stride: dk, offset: 0 };
+            let kl = HeadLayout { offset: hk * dk, ..ql };
+            let vl = HeadLayout { heads: hv, d: dv, head_stride: dv, offset: 2 * hk * dk, ..ql };
+            let g: Vec<f32> = rand_vec(s * hv, 9).iter().map(|v| v - 0.5).collect();
+            let beta: Vec<f32> = rand_vec(s * hv, 10).iter().map(|v| v + 0.5).collect();
+            let inp = GdnInputs { q: &buf, ql, k: &buf, kl, v: &buf, vl, g: &g, beta: &beta };
+            let dims = GdnDims { batch: 1, s, hk, hv, dk, dv };
+            // One state and output for all variants: the memory footprint of a model's call.
+            let (mut state, mut out) = (rand_vec(hv * dk * dv, 11), vec![0.0f32; s * hv * dv]);
+            let t: [f64; 4] = medians(runs, |v| match v {
+                0 => gated_delta_rule(inp, dims, &mut state, &mut out),
+                _ => gated_delta_rule_chunked(inp, dims, chunks[v - 1], &mut state, &mut out),
+            });
+            let mark = |v: usize| match (v, use_chunked(s)) {
+                (0, false) => "*",
+                (v, true) if v > 0 && chunks[v - 1] == DEFAULT_CHUNK => "*",
+                _ => " ",
+            };
+            let picked =
+                if use_chunked(s) { t[1 + chunks.iter().position(|&c| c == DEFAULT_CHUNK).unwrap_or(0)] } else { t[0] };
+            println!(
+                "  Hk {hk:2} Hv {hv:2} S={s:4}: {:7.3}{} | {:7.3}{} {:7.3}{} {:7.3}{}  ({:.2}x)",
+                t[0] * 1e3,
+                mark(0),
+                t[1] * 1e3,
+                mark(1),
+                t[2] * 1e3,
+                mark(2),
+                t[3] * 1e3,
+                mark(3),
+                t[0] / picked
+            );
+        }
+    }
+}
+
 /// Routed experts: 64 experts of width 512, hidden 2048, top-10, bf16; decode and a 512 prefill.
 fn moe_bench(read_gbs: f64) {
     let (e, i, h, k) = (64usize, 512usize, 2048usize, 10usize);
@@ -223,6 +307,183 @@ fn moe_bench(read_gbs: f64) {
             bytes / tm / 1e9,
             100.0 * bytes / tm / 1e9 / read_gbs,
             flops / tm / 1e9
+        );
+    }
+}
+
+/// CPU time of all this process's threads so far, in seconds (`CLOCK_PROCESS_CPUTIME_ID`).
+fn cpu_seconds() -> f64 {
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+    }
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: plain libc call (std links libc) writing into `ts`; 2 = CLOCK_PROCESS_CPUTIME_ID.
+    if unsafe { clock_gettime(2, &mut ts) } != 0 {
+        return 0.0;
+    }
+    ts.sec as f64 + ts.nsec as f64 * 1e-9
+}
+
+/// Wall-clock median and best, and median CPU time over all threads, of `runs` calls of `f`
+/// (after one warm-up call), in seconds. On a loaded machine the CPU time still shows what the
+/// kernel costs; wall time shows what it got.
+fn median_best(runs: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
+    f();
+    let (mut ts, mut cs): (Vec<f64>, Vec<f64>) = (0..runs)
+        .map(|_| {
+            let (s, c) = (Instant::now(), cpu_seconds());
+            f();
+            (s.elapsed().as_secs_f64(), cpu_seconds() - c)
+        })
+        .unzip();
+    ts.sort_by(f64::total_cmp);
+    cs.sort_by(f64::total_cmp);
+    (ts[ts.len() / 2], ts[0], cs[cs.len() / 2])
+}
+
+/// `--prefill`: GFLOP/s of every matmul of the benchmark model (`/work/shared/bench/small`:
+/// hidden 1024, 6 GDN + 2 attention layers, 64 experts of width 256, top-8, shared expert 256)
+/// at 512 prefill tokens, f32 and bf16 weights: wall-clock median (best) and, as `cpu`, FLOPs
+/// per CPU-second of all threads × threads (what the wall clock would give on an idle machine
+/// with perfect scaling). Then the tokens/s those matmuls alone would allow.
+fn prefill_bench() {
+    let m = 512usize;
+    let threads = rayon::current_num_threads();
+    println!("prefill matmuls, M={m}, level {:?}, {threads} threads; GFLOP/s median (best) [cpu]", level());
+    // (name, K, N, SwiGLU, count per model)
+    let shapes: [(&str, usize, usize, bool, usize); 8] = [
+        ("gdn qkvz 1024->6144", 1024, 6144, false, 6),
+        ("gdn ba 1024->32", 1024, 32, false, 6),
+        ("gdn out 2048->1024", 2048, 1024, false, 6),
+        ("attn q+gate 1024->2048", 1024, 2048, false, 2),
+        ("attn k|v 1024->256", 1024, 256, false, 4),
+        ("attn o 1024->1024", 1024, 1024, false, 2),
+        ("shared gate_up 1024->2x256 swiglu", 1024, 256, true, 8),
+        ("shared down 256->1024", 256, 1024, false, 8),
+    ];
+    let only = std::env::var("QGC_BENCH_ONLY").unwrap_or_default();
+    let x = rand_vec(m * 2048, 21);
+    let mut y = vec![0.0f32; m * 6144];
+    let runs = 9;
+    // Per weight type: model time from wall medians, and from CPU time / threads.
+    let mut model = [[0.0f64; 2]; 2];
+    let fmt = |flops: f64, (med, best, cpu): (f64, f64, f64)| {
+        format!("{:6.1} ({:6.1}) [{:6.1}]", flops / med / 1e9, flops / best / 1e9, flops * threads as f64 / cpu / 1e9)
+    };
+    for (name, k, n, swiglu, count) in shapes {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
+        let rows = if swiglu { 2 * n } else { n };
+        let wf: Vec<f32> = rand_vec(rows * k, 22).iter().map(|v| v * 0.05).collect();
+        let wb = to_bf16(&wf);
+        let flops = 2.0 * (m * rows * k) as f64;
+        let epi = if swiglu { Epilogue::SwiGlu } else { Epilogue::Plain };
+        let mut line = format!("  {name:<34}");
+        for (j, w) in [WeightRef::F32(&wf), WeightRef::Bf16(&wb)].into_iter().enumerate() {
+            let r = median_best(runs, || linear(&x, w, m, k, n, epi, &mut y));
+            model[j][0] += r.0 * count as f64;
+            model[j][1] += r.2 / threads as f64 * count as f64;
+            line += &format!(" {}: {}", ["f32", "bf16"][j], fmt(flops, r));
+        }
+        println!("{line}");
+    }
+    let (e, i, h, k) = (64usize, 256usize, 1024usize, 8usize);
+    let gu32: Vec<f32> = rand_vec(e * 2 * i * h, 23).iter().map(|v| v * 0.04).collect();
+    let dn32: Vec<f32> = rand_vec(e * h * i, 24).iter().map(|v| v * 0.04).collect();
+    let (gub, dnb) = (to_bf16(&gu32), to_bf16(&dn32));
+    let dims = ExpertDims { experts: e, hidden: h, inter: i, top_k: k };
+    let logits = rand_vec(m * e, 25);
+    let (mut w, mut ids) = (vec![0.0f32; m * k], vec![0i32; m * k]);
+    moe_route(&logits, m, e, k, true, &mut w, &mut ids);
+    let mut scratch = MoeScratch::new();
+    let mut out = vec![0.0f32; m * h];
+    let flops = (m * k * 3 * i * h * 2) as f64;
+    let name = format!("moe experts T={m} E={e} top{k} I={i}");
+    if name.contains(only.as_str()) {
+        let mut line = format!("  {name:<34}");
+        let both = [(WeightRef::F32(&gu32), WeightRef::F32(&dn32)), (WeightRef::Bf16(&gub), WeightRef::Bf16(&dnb))];
+        for (j, (gu, dn)) in both.into_iter().enumerate() {
+            let r = median_best(runs, || {
+                moe_experts(&x, m, &w, &ids, gu, dn, dims, &mut scratch, &mut out).expect("moe");
+            });
+            model[j][0] += r.0 * 8.0;
+            model[j][1] += r.2 / threads as f64 * 8.0;
+            line += &format!(" {}: {}", ["f32", "bf16"][j], fmt(flops, r));
+        }
+        println!("{line}");
+    }
+    if only == "crossover" {
+        crossover(&x, &mut y);
+        moe_crossover(&x, (WeightRef::Bf16(&gub), WeightRef::Bf16(&dnb)), dims, &mut out);
+    }
+    for (j, name) in ["f32", "bf16"].into_iter().enumerate() {
+        let [wall, cpu] = model[j];
+        println!(
+            "  {name} matmuls of 8 layers at {m} tokens: {:.1} ms wall ({:.0} tok/s), {:.1} ms cpu/threads ({:.0} tok/s)",
+            wall * 1e3,
+            m as f64 / wall,
+            cpu * 1e3,
+            m as f64 / cpu
+        );
+    }
+}
+
+/// GEMV path vs panel GEMM by token rows M (`QGC_BENCH_ONLY=crossover`), CPU-time GFLOP/s.
+fn crossover(x: &[f32], y: &mut [f32]) {
+    let threads = rayon::current_num_threads() as f64;
+    for (k, n, swiglu) in [(1024usize, 2048usize, false), (1024, 256, true), (256, 1024, false)] {
+        let rows = if swiglu { 2 * n } else { n };
+        let wf: Vec<f32> = rand_vec(rows * k, 26).iter().map(|v| v * 0.05).collect();
+        let wb = to_bf16(&wf);
+        let epi = if swiglu { Epilogue::SwiGlu } else { Epilogue::Plain };
+        for m in [4usize, 8, 12, 16, 24, 32, 48, 64, 96, 128] {
+            let flops = 2.0 * (m * rows * k) as f64;
+            let mut line = format!("  crossover {k}->{n}{} M={m:<3}", if swiglu { " swiglu" } else { "" });
+            for (name, w) in [("f32", WeightRef::F32(&wf)), ("bf16", WeightRef::Bf16(&wb))] {
+                let mut r = [0.0; 2];
+                for (j, min_rows) in [usize::MAX, 1].into_iter().enumerate() {
+                    set_gemm_min_rows(min_rows);
+                    let (_, _, cpu) = median_best(15, || linear(x, w, m, k, n, epi, y));
+                    r[j] = flops * threads / cpu / 1e9;
+                }
+                line += &format!(" {name}: gemv {:6.1} panel {:6.1}", r[0], r[1]);
+            }
+            set_gemm_min_rows(GEMM_MIN_ROWS);
+            println!("{line}");
+        }
+    }
+}
+
+/// MoE GEMV path vs panel path by tokens (mean rows per expert `T·k/E`), CPU-time GFLOP/s.
+fn moe_crossover(x: &[f32], (gu, dn): (WeightRef, WeightRef), dims: ExpertDims, out: &mut [f32]) {
+    let threads = rayon::current_num_threads() as f64;
+    let ExpertDims { experts: e, hidden: h, inter: i, top_k: k } = dims;
+    let mut scratch = MoeScratch::new();
+    for t in [16usize, 32, 48, 64, 96, 128, 256] {
+        let logits = rand_vec(t * e, 27);
+        let (mut w, mut ids) = (vec![0.0f32; t * k], vec![0i32; t * k]);
+        moe_route(&logits, t, e, k, true, &mut w, &mut ids);
+        let flops = (t * k * 3 * i * h * 2) as f64;
+        let mut r = [0.0; 2];
+        for (j, min_rows) in [usize::MAX, 1].into_iter().enumerate() {
+            set_panel_min_rows(min_rows);
+            let (_, _, cpu) = median_best(9, || {
+                moe_experts(x, t, &w, &ids, gu, dn, dims, &mut scratch, out).expect("moe");
+            });
+            r[j] = flops * threads / cpu / 1e9;
+        }
+        set_panel_min_rows(PANEL_MIN_ROWS);
+        println!(
+            "  moe crossover bf16 T={t:<3} ({:4.1} rows/expert): gemv {:6.1} panel {:6.1}",
+            (t * k) as f64 / e as f64,
+            r[0],
+            r[1]
         );
     }
 }

@@ -3,13 +3,15 @@
 //! dt_bias)), and the gated delta rule (`GatedDeltaRule`) per token with an f32 state, threads over
 //! (batch row, value head). q/k l2norm + scale is [`super::norm::l2_norm_scale`].
 //!
-//! **Prefill uses the per-token recurrence, not the C=64 chunked form.** The recurrence here
-//! makes one register-blocked pass over the 64 KiB state per token (6·Dk·Dv flops), measured at
-//! ~6 ms for 512 tokens × 32 heads × 128² on 2 Zen 5 cores (≈ 260 GFLOP/s). The chunked form needs
-//! ≈ 1.6× those flops as 64×128×128 products, so it would have to sustain > 400 GFLOP/s on small
-//! matrices to win — above the 350-420 GFLOP/s this machine reaches on a large GEMM. The
-//! recurrence is also the more exact form (≤ 5e-7 relative to the interpreter's f64 recurrence
-//! under strong decay, where an f32 chunked kernel drifts to ~1e-5).
+//! **Recurrent and chunked forms.** [`gated_delta_rule`] makes one register-blocked pass over
+//! the 64 KiB state per token (3 FMAs and a decay multiply per state element), near the FMA
+//! peak; it is the form for decode and short continuations. Prefill can use
+//! [`gated_delta_rule_chunked`](super::gdn_chunked::gated_delta_rule_chunked) (same contract):
+//! per chunk its dense products need `3·Dk·Dv + 2·C·D` multiply-adds per token, so with a small
+//! chunk (`C = 32`) it is 10-25 % faster for 8 to 256 tokens and 0-10 % at 512 on 2 Zen 5
+//! cores, and as exact (≤ 5e-7 relative to the interpreter's f64 recurrence).
+//! [`use_chunked`](super::gdn_chunked::use_chunked) picks the form;
+//! [`gated_delta_rule_auto`](super::gdn_chunked::gated_delta_rule_auto) applies it.
 
 use super::simd::{dispatch, Simd};
 use super::{for_ranges, sigmoid, silu, task_size, with_scratch, HeadLayout, SharedMut};
@@ -160,6 +162,20 @@ pub struct GdnInputs<'a> {
 /// (reading q/k head `h / (Hv/Hk)`) and token, `S ← e^g S; m = Sᵀk; S += k ⊗ β(v − m); o = Sᵀq`.
 /// `state: [B, Hv, Dk, Dv]` is updated in place; `out: [B, S, Hv, Dv]`. Threads over (row, head).
 pub fn gated_delta_rule(inp: GdnInputs, dims: GdnDims, state: &mut [f32], out: &mut [f32]) {
+    check_rule_call(&inp, dims, state, out);
+    let GdnDims { batch, s, hv, dk, dv, .. } = dims;
+    let (st, o) = (SharedMut::new(state), SharedMut::new(out));
+    let par = batch * hv * s * dk * dv >= 1 << 15;
+    for_ranges(batch * hv, 1, par, |i, _| {
+        // SAFETY: head (b, h) owns its state block and its output columns.
+        let sh = unsafe { st.slice(i * dk * dv, dk * dv) };
+        // Scratch outside the SIMD body: no closure between the dispatch and the intrinsics.
+        with_scratch(3 * dv, |buf| dispatch!(S => head_recurrent::<S>(&inp, dims, i / hv, i % hv, sh, o, buf)));
+    });
+}
+
+/// Panics unless the operands of a delta-rule call cover `dims` (shared by both forms).
+pub(crate) fn check_rule_call(inp: &GdnInputs, dims: GdnDims, state: &[f32], out: &[f32]) {
     let GdnDims { batch, s, hk, hv, dk, dv } = dims;
     assert!(hk > 0 && hv.is_multiple_of(hk), "gated_delta_rule: {hv} value heads, {hk} key heads");
     for (l, buf, heads, d, what) in
@@ -170,14 +186,6 @@ pub fn gated_delta_rule(inp: GdnInputs, dims: GdnDims, state: &mut [f32], out: &
     }
     assert!(inp.g.len() >= batch * s * hv && inp.beta.len() >= batch * s * hv, "gated_delta_rule: g, beta");
     assert!(state.len() >= batch * hv * dk * dv && out.len() >= batch * s * hv * dv, "gated_delta_rule: state, out");
-    let (st, o) = (SharedMut::new(state), SharedMut::new(out));
-    let par = batch * hv * s * dk * dv >= 1 << 15;
-    for_ranges(batch * hv, 1, par, |i, _| {
-        // SAFETY: head (b, h) owns its state block and its output columns.
-        let sh = unsafe { st.slice(i * dk * dv, dk * dv) };
-        // Scratch outside the SIMD body: no closure between the dispatch and the intrinsics.
-        with_scratch(3 * dv, |buf| dispatch!(S => head_recurrent::<S>(&inp, dims, i / hv, i % hv, sh, o, buf)));
-    });
 }
 
 /// All tokens of value head `h` of row `b`, state `sh: [Dk, Dv]`, `buf: [3·Dv]` scratch.

@@ -16,7 +16,7 @@
 //!   (token ids, expert indices, positions, cache capacity) are checked and reported as
 //!   [`CpuError`].
 //!
-//! Families: [`linear`] (GEMM via the `gemm` crate / GEMV with f32 or bf16 weights and fused
+//! Families: [`linear`] (panel GEMM / GEMV with f32 or bf16 weights and fused
 //! epilogues), [`norm`], [`rope`], [`attention`] (KV cache + causal GQA), [`gdn`] (conv, gates,
 //! delta rule), [`moe`] (routing + routed experts), [`embed`], [`elementwise`], [`bandwidth`].
 
@@ -25,6 +25,7 @@ pub mod bandwidth;
 pub mod elementwise;
 pub mod embed;
 pub mod gdn;
+pub mod gdn_chunked;
 mod gemv;
 pub mod linear;
 pub mod moe;
@@ -198,7 +199,8 @@ impl SharedMut {
         std::slice::from_raw_parts_mut(self.0.add(start), len)
     }
 
-    /// The element pointer at `start` (≤ len), for strided writers such as `gemm`.
+    /// The element pointer at `start` (≤ len), for writers that store through raw pointers
+    /// (prefetches, packed panels).
     pub(crate) fn ptr(&self, start: usize) -> *mut f32 {
         assert!(start <= self.1);
         // SAFETY: within the allocation (checked above).

@@ -5,14 +5,28 @@
 //! rows (HF's fused `gate_up_proj`; per-expert checkpoints stack the same way) — and
 //! `down: [E, H, I]`, each f32 or bf16.
 //!
-//! Tokens are grouped by expert: every active expert gathers its tokens' rows and runs one
-//! [`linear`] with the SwiGLU epilogue (gate+up fused) and one for `down` — a GEMV per expert for
-//! decode, a small GEMM per expert for prefill — and the results are added to the output with
-//! their routing weights in ascending expert order. Experts run in parallel.
+//! Tokens are grouped by expert (a stable counting sort of the routing slots). Two paths, by the
+//! mean rows per active expert ([`PANEL_MIN_ROWS`]):
+//!
+//! - **Few rows** (decode, small batches): every expert gathers its tokens' rows and runs
+//!   [`linear`]'s GEMV path for gate+up (SwiGLU fused) and for `down` into per-slot rows, in
+//!   parallel over experts; then each token adds its slots' rows with their routing weights.
+//! - **Many rows** (prefill: ~64 rows per expert at 512 tokens, 64 experts, top-8), on the panel
+//!   GEMM in two parallel phases. (1) gate+up, tasks of up to [`TASK_PANELS`] token panels of one
+//!   expert: the task packs its tokens' rows straight into panels and the SwiGLU epilogue writes
+//!   `mid` already packed for `down`. (2) `down`, tasks over column chunks of the output: each
+//!   walks all experts in order and adds `weight · down_e(mid)` straight into `out` — no per-slot
+//!   rows, no combine pass, and no two tasks write the same element.
+//!
+//! Either way every output element adds its experts in ascending expert order, so results do
+//! not depend on the thread count.
 
+use super::gemv::{pack_panels, panel_block, run_panel, with_buf, Buf, PanelOp, PanelW, Sink};
 use super::linear::{linear, Epilogue};
-use super::{CpuError, SharedMut, WeightRef};
+use super::simd::{self, dispatch, Simd};
+use super::{for_ranges, task_size, CpuError, SharedMut, WeightRef};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Router: per row of `logits: [T, E]`, softmax over E, the `top_k` most probable experts in
 /// descending order (ties: lower index first), weights renormalised to sum 1 when `renormalize`.
@@ -74,9 +88,21 @@ pub struct MoeScratch {
     starts: Vec<usize>,
     fill: Vec<usize>,
     active: Vec<u32>,
+    /// First `mid` panel of each expert (panel path).
+    panel0: Vec<usize>,
+    pos: Vec<u32>,
+    tasks: Vec<Task>,
     xs: Vec<f32>,
     mid: Vec<f32>,
     ys: Vec<f32>,
+}
+
+/// Rows `r0..r1` (of the grouped slots) of expert `e`.
+#[derive(Debug, Clone, Copy)]
+struct Task {
+    e: u32,
+    r0: u32,
+    r1: u32,
 }
 
 impl MoeScratch {
@@ -98,6 +124,20 @@ pub struct ExpertDims {
     /// Experts per token (k).
     pub top_k: usize,
 }
+
+/// Default mean rows per active expert from which the panel path runs (below, the GEMV path).
+pub const PANEL_MIN_ROWS: usize = 16;
+
+static PANEL_MIN: AtomicUsize = AtomicUsize::new(PANEL_MIN_ROWS);
+
+/// Sets the mean rows per active expert from which [`moe_experts`] uses the panel path
+/// (process-wide; for tuning, benchmarks and tests). Returns the previous value.
+pub fn set_panel_min_rows(rows: usize) -> usize {
+    PANEL_MIN.swap(rows.max(1), Ordering::Relaxed)
+}
+
+/// Token panels per gate+up task at most (larger experts are split so threads share them).
+pub const TASK_PANELS: usize = 4;
 
 /// Routed experts: `out[t] = Σ_i weights[t,i] · down_e(silu(gate_e x_t) ⊙ up_e x_t)`,
 /// `e = experts[t,i]`, computing only the routed experts.
@@ -121,21 +161,33 @@ pub fn moe_experts(
     assert!(weights.len() >= t * k && experts.len() >= t * k, "moe_experts: routing must be [{t}, {k}]");
     assert!(gate_up.len() == ne * 2 * i * h && down.len() == ne * h * i, "moe_experts: expert weights");
     group(experts, t, k, ne, scratch)?;
-    let n = t * k;
-    let MoeScratch { order, starts, active, xs, mid, ys, .. } = scratch;
-    for (v, len) in [(&mut *xs, n * h), (&mut *mid, n * i), (&mut *ys, n * h)] {
+    let out = &mut out[..t * h];
+    if t * k < PANEL_MIN.load(Ordering::Relaxed).saturating_mul(scratch.active.len().max(1)) {
+        gemv_experts(x, k, gate_up, down, dims, scratch);
+        combine(t, k, h, weights, scratch, out);
+    } else {
+        run_panel(PanelExperts { x, k, weights, gate_up, down, dims, scratch, out });
+    }
+    Ok(())
+}
+
+/// The GEMV path: per expert, gathered rows through [`linear`]; fills `scratch.ys` with every
+/// slot's expert output (unweighted), row `j` for the slot `order[j]`.
+fn gemv_experts(x: &[f32], k: usize, gate_up: WeightRef, down: WeightRef, dims: ExpertDims, s: &mut MoeScratch) {
+    let (h, i, n) = (dims.hidden, dims.inter, s.order.len());
+    for (v, len) in [(&mut s.xs, n * h), (&mut s.mid, n * i), (&mut s.ys, n * h)] {
         if v.len() < len {
             v.resize(len, 0.0);
         }
     }
-    for (slot, &s) in order.iter().enumerate() {
-        let tok = s as usize / k;
-        xs[slot * h..][..h].copy_from_slice(&x[tok * h..][..h]);
+    for (slot, &o) in s.order.iter().enumerate() {
+        let tok = o as usize / k;
+        s.xs[slot * h..][..h].copy_from_slice(&x[tok * h..][..h]);
     }
     // Each active expert owns the rows starts[e]..starts[e+1] of xs, mid and ys.
-    let (xs, starts) = (&xs[..], &starts[..]);
-    let (mid_p, ys_p) = (SharedMut::new(mid), SharedMut::new(ys));
-    active.par_iter().for_each(|&e| {
+    let (xs, starts) = (&s.xs[..], &s.starts[..]);
+    let (mid_p, ys_p) = (SharedMut::new(&mut s.mid), SharedMut::new(&mut s.ys));
+    s.active.par_iter().for_each(|&e| {
         let (e, r0) = (e as usize, starts[e as usize]);
         let rows = starts[e + 1] - r0;
         // SAFETY: expert e alone owns rows r0..r0+rows of mid and ys.
@@ -143,13 +195,190 @@ pub fn moe_experts(
         linear(&xs[r0 * h..], gate_up.slice(e * 2 * i * h, 2 * i * h), rows, h, i, Epilogue::SwiGlu, me);
         linear(me, down.slice(e * h * i, h * i), rows, i, h, Epilogue::Plain, ye);
     });
-    out[..t * h].fill(0.0);
-    for (slot, &s) in order.iter().enumerate() {
-        let (tok, w) = (s as usize / k, weights[s as usize]);
-        let o = &mut out[tok * h..][..h];
-        o.iter_mut().zip(&ys[slot * h..][..h]).for_each(|(a, &b)| *a += w * b);
+}
+
+/// The panel path of one call (after [`group`]).
+struct PanelExperts<'a> {
+    x: &'a [f32],
+    k: usize,
+    weights: &'a [f32],
+    gate_up: WeightRef<'a>,
+    down: WeightRef<'a>,
+    dims: ExpertDims,
+    scratch: &'a mut MoeScratch,
+    out: &'a mut [f32],
+}
+
+impl PanelOp for PanelExperts<'_> {
+    type Out = ();
+
+    fn run<S: Simd, const NR: usize, const MV: usize>(self) {
+        let PanelExperts { x, k, weights, gate_up, down, dims, scratch, out } = self;
+        let (h, i, pw) = (dims.hidden, dims.inter, MV * S::LANES);
+        let MoeScratch { order, starts, active, panel0, tasks, mid, .. } = scratch;
+        // Phase 1 tasks, and where each expert's panels of `mid` start.
+        let max_rows = TASK_PANELS * pw;
+        tasks.clear();
+        panel0.clear();
+        panel0.resize(dims.experts + 1, 0);
+        let mut panels_total = 0;
+        for &e in active.iter() {
+            let (r0, r1) = (starts[e as usize], starts[e as usize + 1]);
+            panel0[e as usize] = panels_total;
+            panels_total += (r1 - r0).div_ceil(pw);
+            let pieces = (r1 - r0).div_ceil(max_rows);
+            let per = (r1 - r0).div_ceil(pieces).next_multiple_of(pw);
+            for a in (r0..r1).step_by(per) {
+                tasks.push(Task { e, r0: a as u32, r1: (a + per).min(r1) as u32 });
+            }
+        }
+        // Largest first, so the last tasks to start are short ones.
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.r1 - t.r0));
+        if mid.len() < panels_total * i * pw {
+            mid.resize(panels_total * i * pw, 0.0);
+        }
+        let (order, starts, panel0) = (&order[..], &starts[..], &panel0[..]);
+        let mid_p = SharedMut::new(mid);
+        tasks.par_iter().for_each(|task| {
+            let (e, r0, rows) = (task.e as usize, task.r0 as usize, (task.r1 - task.r0) as usize);
+            let (panels, q0) = (rows.div_ceil(pw), panel0[e] + (r0 - starts[e]) / pw);
+            let gu = gate_up.slice(e * 2 * i * h, 2 * i * h);
+            with_buf(Buf::Pack, panels * pw * h, |xp| {
+                pack_panels::<S, MV>(x, |r| (order[r0 + r] as usize / k) * h, rows, h, 0..panels, xp);
+                let (gate, up) = (gu.slice(0, i * h), gu.slice(i * h, i * h));
+                let w = PanelW { gate, up: Some(up), k: h, then: None };
+                // SAFETY: this task alone writes its panels q0.. of mid.
+                let sink =
+                    MidSink { mid: SharedMut::new(unsafe { mid_p.slice(q0 * i * pw, panels * i * pw) }), inter: i, pw };
+                panel_block::<S, NR, MV, _>(xp, rows, w, 0..i, 0..panels, &sink);
+            });
+        });
+        // Phase 2: column chunks of `out`, each over every expert in ascending order.
+        out.fill(0.0);
+        let threads = rayon::current_num_threads().max(1);
+        let chunk = h.div_ceil(2 * threads).next_multiple_of(NR).min(h);
+        let (mid, out_p) = (&mid[..], SharedMut::new(out));
+        (0..h.div_ceil(chunk)).into_par_iter().for_each(|c| {
+            let (c0, nc) = (c * chunk, chunk.min(h - c * chunk));
+            for (a, &e) in active.iter().enumerate() {
+                let e = e as usize;
+                let (r0, rows) = (starts[e], starts[e + 1] - starts[e]);
+                let gate = down.slice(e * h * i + c0 * i, nc * i);
+                let then = active.get(a + 1).map(|&f| down.slice(f as usize * h * i + c0 * i, nc * i));
+                let w = PanelW { gate, up: None, k: i, then };
+                let sink = AddSink { out: out_p, h, c0, slots: &order[r0..r0 + rows], k, weights };
+                let xp = &mid[panel0[e] * i * pw..][..rows.div_ceil(pw) * i * pw];
+                panel_block::<S, NR, MV, _>(xp, rows, w, 0..nc, 0..rows.div_ceil(pw), &sink);
+            }
+        });
     }
-    Ok(())
+}
+
+/// Stores SwiGLU tiles of gate+up as the packed panels `down` reads: `mid[(q·I + c)·P + lane]`.
+struct MidSink {
+    mid: SharedMut,
+    inter: usize,
+    pw: usize,
+}
+
+impl Sink for MidSink {
+    #[inline(always)]
+    unsafe fn emit<S: Simd, const NR: usize, const MV: usize>(
+        &self,
+        tok0: usize,
+        _valid: usize,
+        c0: usize,
+        cols: usize,
+        acc: &[[S::V; MV]; NR],
+    ) {
+        let q = tok0 / self.pw;
+        for j in 0..cols {
+            let n = MV * S::LANES;
+            // `ptr` checks the end of the run against the buffer.
+            let dst = self.mid.ptr((q * self.inter + c0 + j) * self.pw + n).sub(n);
+            for (v, (&g, &u)) in acc[j].iter().zip(&acc[NR / 2 + j]).enumerate() {
+                S::store(dst.add(v * S::LANES), S::mul(simd::silu::<S>(g), u));
+            }
+        }
+    }
+}
+
+/// Adds `down` tiles of one expert, scaled by each slot's routing weight, into its tokens' rows
+/// of `out: [T, H]`, at columns `c0 + c` (`slots`: the expert's routing slots in token order).
+struct AddSink<'a> {
+    out: SharedMut,
+    h: usize,
+    c0: usize,
+    slots: &'a [u32],
+    k: usize,
+    weights: &'a [f32],
+}
+
+impl Sink for AddSink<'_> {
+    #[inline(always)]
+    unsafe fn emit<S: Simd, const NR: usize, const MV: usize>(
+        &self,
+        tok0: usize,
+        valid: usize,
+        c0: usize,
+        cols: usize,
+        acc: &[[S::V; MV]; NR],
+    ) {
+        let l = S::LANES;
+        let mut wl = [0.0f32; 32];
+        for (w, &s) in wl.iter_mut().zip(&self.slots[tok0..tok0 + valid]) {
+            *w = self.weights[s as usize];
+        }
+        for v in 0..MV {
+            let toks = valid.saturating_sub(v * l).min(l);
+            let wv = S::load(wl.as_ptr().add(v * l));
+            for c in (0..cols).step_by(l) {
+                let cn = l.min(cols - c);
+                let mut t = [S::zero(); 16];
+                t.iter_mut().zip(&acc[c..c + cn]).for_each(|(t, a)| *t = S::mul(a[v], wv));
+                S::transpose(&mut t[..l]);
+                for (lane, &tv) in t.iter().enumerate().take(toks) {
+                    let tok = self.slots[tok0 + v * l + lane] as usize / self.k;
+                    // SAFETY: this task alone writes columns c0.. of `out` (its chunk).
+                    let p = self.out.slice(tok * self.h + self.c0 + c0 + c, cn).as_mut_ptr();
+                    S::store_first(p, S::add(S::load_first(p, cn), tv), cn);
+                }
+            }
+        }
+    }
+}
+
+/// `out[t] = Σ_i weights[t,i] · ys[pos(t,i)]` over token t's slots in ascending expert order.
+fn combine(t: usize, k: usize, h: usize, weights: &[f32], scratch: &mut MoeScratch, out: &mut [f32]) {
+    let MoeScratch { order, pos, ys, .. } = scratch;
+    pos.clear();
+    pos.resize(t * k, 0);
+    for (j, &s) in order.iter().enumerate() {
+        pos[s as usize] = j as u32;
+    }
+    let (pos, ys, order) = (&pos[..], &ys[..], &order[..]);
+    let o = SharedMut::new(&mut out[..t * h]);
+    for_ranges(t, task_size(t, 4), t * k * h >= 1 << 15, |t0, t1| {
+        let mut ps = [0u32; 64];
+        for tok in t0..t1 {
+            // SAFETY: this task alone writes rows t0..t1.
+            let row = unsafe { o.slice(tok * h, h) };
+            row.fill(0.0);
+            let mut add = |ps: &mut [u32]| {
+                ps.copy_from_slice(&pos[tok * k..][..k]);
+                ps.sort_unstable();
+                for &j in ps.iter() {
+                    let w = weights[order[j as usize] as usize];
+                    dispatch!(S => simd::axpy::<S>(row, w, &ys[j as usize * h..][..h]));
+                }
+            };
+            if k <= ps.len() {
+                add(&mut ps[..k]);
+            } else {
+                add(&mut vec![0; k]);
+            }
+        }
+    });
 }
 
 /// Sorts the `t·k` routing slots by expert (stable, so by token within an expert) into

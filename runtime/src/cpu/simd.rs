@@ -103,6 +103,18 @@ pub(crate) trait Simd: Copy + 'static {
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
     /// Lane-wise `a · b + c` (fused where the level has FMA).
     unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// Lane-wise `a / b`.
+    unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
+    /// Transposes the `LANES × LANES` matrix whose row `i` is `v[i]` (`v.len() == LANES`).
+    unsafe fn transpose(v: &mut [Self::V]);
+    /// The first `n ≤ LANES` f32 from `p` (lanes past `n` are 0; nothing past `n` is read).
+    unsafe fn load_first(p: *const f32, n: usize) -> Self::V;
+    /// Stores the first `n ≤ LANES` lanes at `p` (nothing past `n` is written).
+    unsafe fn store_first(p: *mut f32, v: Self::V, n: usize);
+    /// Runs `f` inside a function compiled with this level's instruction set, so the
+    /// `#[inline(always)]` kernels `f` calls inline with it (the way [`dispatch!`] does for a
+    /// level chosen at run time). Pass an `#[inline(always)]` closure.
+    unsafe fn enter<R>(f: impl FnOnce() -> R) -> R;
     /// Lane-wise maximum.
     unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
     /// Sum of the lanes.
@@ -118,6 +130,12 @@ pub(crate) trait Simd: Copy + 'static {
     /// Hints that the cache line at `p` will be read soon (no-op where unsupported).
     #[inline(always)]
     unsafe fn prefetch<T>(p: *const T) {
+        let _ = p;
+    }
+    /// Hints that the cache line at `p` will be read later: fetch it into L2 (no-op where
+    /// unsupported).
+    #[inline(always)]
+    unsafe fn prefetch_l2<T>(p: *const T) {
         let _ = p;
     }
 }
@@ -183,6 +201,32 @@ impl Simd for Scalar {
         a * b + c
     }
     #[inline(always)]
+    unsafe fn div(a: f32, b: f32) -> f32 {
+        a / b
+    }
+    #[inline(always)]
+    unsafe fn transpose(v: &mut [f32]) {
+        debug_assert_eq!(v.len(), 1);
+    }
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> f32 {
+        if n > 0 {
+            *p
+        } else {
+            0.0
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_first(p: *mut f32, v: f32, n: usize) {
+        if n > 0 {
+            *p = v
+        }
+    }
+    #[inline(always)]
+    unsafe fn enter<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+    #[inline(always)]
     unsafe fn max(a: f32, b: f32) -> f32 {
         a.max(b)
     }
@@ -216,6 +260,10 @@ impl Simd for Avx2 {
     #[inline(always)]
     unsafe fn prefetch<T>(p: *const T) {
         _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
+    }
+    #[inline(always)]
+    unsafe fn prefetch_l2<T>(p: *const T) {
+        _mm_prefetch::<_MM_HINT_T1>(p as *const i8)
     }
     const LANES: usize = 8;
     type V = __m256;
@@ -257,6 +305,46 @@ impl Simd for Avx2 {
         _mm256_fmadd_ps(a, b, c)
     }
     #[inline(always)]
+    unsafe fn div(a: __m256, b: __m256) -> __m256 {
+        _mm256_div_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn transpose(v: &mut [__m256]) {
+        // Plain loops over arrays (no closures), so everything inlines into the caller's
+        // AVX2 context.
+        let r: &mut [__m256; 8] = v.try_into().expect("8 rows");
+        let mut t = [_mm256_setzero_ps(); 8];
+        for i in (0..8).step_by(2) {
+            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        }
+        // s[4h + c]: columns c and c+4 of rows 4h..4h+4 (one per 128-bit half).
+        let mut s = [_mm256_setzero_ps(); 8];
+        for h in 0..2 {
+            for j in 0..2 {
+                let (a, b) = (t[4 * h + j], t[4 * h + 2 + j]);
+                s[4 * h + 2 * j] = _mm256_shuffle_ps::<0x44>(a, b);
+                s[4 * h + 2 * j + 1] = _mm256_shuffle_ps::<0xEE>(a, b);
+            }
+        }
+        for c in 0..4 {
+            r[c] = _mm256_permute2f128_ps::<0x20>(s[c], s[4 + c]);
+            r[c + 4] = _mm256_permute2f128_ps::<0x31>(s[c], s[4 + c]);
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> __m256 {
+        _mm256_maskload_ps(p, avx2_mask(n))
+    }
+    #[inline(always)]
+    unsafe fn store_first(p: *mut f32, v: __m256, n: usize) {
+        _mm256_maskstore_ps(p, avx2_mask(n), v)
+    }
+    #[inline(always)]
+    unsafe fn enter<R>(f: impl FnOnce() -> R) -> R {
+        with_avx2(f)
+    }
+    #[inline(always)]
     unsafe fn max(a: __m256, b: __m256) -> __m256 {
         _mm256_max_ps(a, b)
     }
@@ -266,6 +354,13 @@ impl Simd for Avx2 {
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
     }
+}
+
+/// Lanes `< n` all ones (an AVX2 mask for the first `n ≤ 8` lanes).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn avx2_mask(n: usize) -> __m256i {
+    _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 }
 
 /// AVX-512 (F/BW/VL) + FMA, 16 lanes.
@@ -292,6 +387,10 @@ impl Simd for Avx512 {
     #[inline(always)]
     unsafe fn prefetch<T>(p: *const T) {
         _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
+    }
+    #[inline(always)]
+    unsafe fn prefetch_l2<T>(p: *const T) {
+        _mm_prefetch::<_MM_HINT_T1>(p as *const i8)
     }
     const LANES: usize = 16;
     type V = __m512;
@@ -331,6 +430,55 @@ impl Simd for Avx512 {
     #[inline(always)]
     unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
         _mm512_fmadd_ps(a, b, c)
+    }
+    #[inline(always)]
+    unsafe fn div(a: __m512, b: __m512) -> __m512 {
+        _mm512_div_ps(a, b)
+    }
+    #[inline(always)]
+    unsafe fn transpose(v: &mut [__m512]) {
+        // Plain loops over arrays (no closures), so everything inlines into the caller's
+        // AVX-512 context.
+        let r: &mut [__m512; 16] = v.try_into().expect("16 rows");
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in (0..16).step_by(2) {
+            t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+        }
+        // u[4h + c]: column 4q + c of rows 4h..4h+4, in 128-bit block q.
+        let mut u = [_mm512_setzero_ps(); 16];
+        for h in 0..4 {
+            for j in 0..2 {
+                let (a, b) = (_mm512_castps_pd(t[4 * h + j]), _mm512_castps_pd(t[4 * h + 2 + j]));
+                u[4 * h + 2 * j] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+                u[4 * h + 2 * j + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+            }
+        }
+        // w[8g + 4s + c] (g: rows 0-7 or 8-15): columns c + 4s and c + 4s + 8 of those rows.
+        let mut w = [_mm512_setzero_ps(); 16];
+        for g in 0..2 {
+            for c in 0..4 {
+                let (a, b) = (u[8 * g + c], u[8 * g + 4 + c]);
+                w[8 * g + c] = _mm512_shuffle_f32x4::<0x88>(a, b);
+                w[8 * g + 4 + c] = _mm512_shuffle_f32x4::<0xDD>(a, b);
+            }
+        }
+        for i in 0..8 {
+            r[i] = _mm512_shuffle_f32x4::<0x88>(w[i], w[8 + i]);
+            r[i + 8] = _mm512_shuffle_f32x4::<0xDD>(w[i], w[8 + i]);
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> __m512 {
+        _mm512_maskz_loadu_ps(((1u32 << n) - 1) as u16, p)
+    }
+    #[inline(always)]
+    unsafe fn store_first(p: *mut f32, v: __m512, n: usize) {
+        _mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as u16, v)
+    }
+    #[inline(always)]
+    unsafe fn enter<R>(f: impl FnOnce() -> R) -> R {
+        with_avx512(f)
     }
     #[inline(always)]
     unsafe fn max(a: __m512, b: __m512) -> __m512 {
@@ -551,6 +699,78 @@ pub(crate) fn exp_in_place<S: Simd>(x: &mut [f32]) {
         while i < n {
             *p.add(i) = exp::<Scalar>(*p.add(i));
             i += 1;
+        }
+    }
+}
+
+/// Lane-wise `σ(x) = 1 / (1 + e^(−x))` (through [`exp`]).
+#[inline(always)]
+pub(crate) unsafe fn sigmoid<S: Simd>(x: S::V) -> S::V {
+    let one = S::splat(1.0);
+    S::div(one, S::add(one, exp::<S>(S::sub(S::zero(), x))))
+}
+
+/// Lane-wise `silu(x) = x · σ(x)`.
+#[inline(always)]
+pub(crate) unsafe fn silu<S: Simd>(x: S::V) -> S::V {
+    S::div(x, S::add(S::splat(1.0), exp::<S>(S::sub(S::zero(), x))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `transpose`, `load_first` and `store_first` at level `S`.
+    fn check_level<S: Simd>() {
+        let l = S::LANES;
+        let m: Vec<f32> = (0..l * l).map(|i| i as f32).collect();
+        let mut out = vec![0.0f32; l * l];
+        // SAFETY: callers only run levels the CPU has; every pointer covers LANES f32.
+        unsafe {
+            S::enter(|| {
+                let mut v: Vec<S::V> = (0..l).map(|i| S::load(m[i * l..].as_ptr())).collect();
+                S::transpose(&mut v);
+                v.iter().enumerate().for_each(|(i, &x)| S::store(out[i * l..].as_mut_ptr(), x));
+            });
+            for i in 0..l {
+                for j in 0..l {
+                    assert_eq!(out[i * l + j], m[j * l + i], "{} transpose at ({i}, {j})", l);
+                }
+            }
+            for n in 0..=l {
+                let mut dst = vec![-1.0f32; l + 1];
+                S::enter(|| S::store_first(dst.as_mut_ptr(), S::load_first(m.as_ptr(), n), l));
+                let want: Vec<f32> = (0..=l)
+                    .map(|i| {
+                        if i < n {
+                            i as f32
+                        } else if i < l {
+                            0.0
+                        } else {
+                            -1.0
+                        }
+                    })
+                    .collect();
+                assert_eq!(dst, want, "load_first({n}) at {l} lanes");
+                let mut dst = vec![-1.0f32; l];
+                S::enter(|| S::store_first(dst.as_mut_ptr(), S::load(m.as_ptr()), n));
+                let want: Vec<f32> = (0..l).map(|i| if i < n { i as f32 } else { -1.0 }).collect();
+                assert_eq!(dst, want, "store_first({n}) at {l} lanes");
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_and_partial_access_every_level() {
+        check_level::<Scalar>();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if detected_level() >= Level::Avx2 {
+                check_level::<Avx2>();
+            }
+            if detected_level() >= Level::Avx512 {
+                check_level::<Avx512>();
+            }
         }
     }
 }
