@@ -35,6 +35,8 @@ pub struct ChatArgs {
     sampling: SamplingArgs,
     #[command(flatten)]
     lower: super::LowerArgs,
+    #[command(flatten)]
+    backend: crate::load::BackendArgs,
 }
 
 /// What `/help` prints.
@@ -80,9 +82,11 @@ pub fn run(a: &ChatArgs) -> Result<()> {
     }
 
     let t_load = Instant::now();
-    let (m, loaded) = opened.load(a.sampling.seed)?;
+    let (m, loaded) = opened.load(a.sampling.seed, a.backend.backend, false)?;
+    let cpu = a.backend.compile(&m.program, loaded.raw())?;
     eprintln!("load {:.2} s | /help lists the commands", t_load.elapsed().as_secs_f64());
-    let session = Session::new(m.program, loaded.source(), m.spec.vocab_size, usize::MAX, 1);
+    let session =
+        Session::with_backend(m.program, crate::load::backend(&cpu, loaded.source()), m.spec.vocab_size, usize::MAX, 1);
     let mut d = Driver {
         chat: Chat::new(session, &m.spec, close)?,
         tokenizer,

@@ -6,11 +6,14 @@
 use anyhow::{anyhow, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use qgc_ir::interp::{MapWeights, WeightSource};
-use qgc_ir::{LowerOptions, ModelSpec};
+use qgc_ir::{LowerOptions, ModelSpec, Program};
+use qgc_runtime::compiled::{CpuModel, CpuOptions};
 use qgc_runtime::generate::ThinkFilter;
 use qgc_runtime::sampling::SamplingParams;
+use qgc_runtime::session::Backend;
 use qgc_runtime::tokenizer::Tokenizer;
 use qgc_runtime::weights::{self, Checkpoint, Weights};
+use qgc_runtime::weights::{Bf16Weights, RawWeights};
 use qgc_runtime::{open_model, Model, ModelKind};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -29,6 +32,47 @@ pub struct ModelArgs {
     /// tokenizer.json to use (default: MODEL's, else the shipped Qwen tokenizer when it fits).
     #[arg(long, value_name = "FILE")]
     tokenizer: Option<PathBuf>,
+}
+
+/// Which executor runs the entry points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// The compiled CPU backend: fused kernels, Cranelift host code, bf16 weights kept bf16.
+    Cpu,
+    /// The reference interpreter (plain loops, f64 accumulation; slow, obviously right).
+    Interp,
+}
+
+/// `--backend`.
+#[derive(clap::Args)]
+pub struct BackendArgs {
+    /// What runs the model: `cpu` (compiled) or `interp` (the reference interpreter).
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub backend: BackendKind,
+}
+
+impl BackendArgs {
+    /// The compiled model for `--backend cpu` (optimised, JIT-compiled, weights bound), or
+    /// `None` for the interpreter. A spinner runs on a terminal.
+    pub fn compile<'w>(&self, program: &Program, weights: &'w dyn RawWeights) -> Result<Option<CpuModel<'w>>> {
+        if self.backend == BackendKind::Interp {
+            return Ok(None);
+        }
+        let pb = if std::io::stderr().is_terminal() { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
+        pb.set_message("compiling for the CPU and binding weights");
+        pb.enable_steady_tick(std::time::Duration::from_millis(100));
+        let m = CpuModel::compile(program, weights, CpuOptions::default()).context("compiling for the CPU backend");
+        pb.finish_and_clear();
+        m.map(Some)
+    }
+}
+
+/// The session backend: the compiled model when there is one, else the interpreter over `w`.
+pub fn backend<'w>(cpu: &'w Option<CpuModel<'w>>, w: &'w dyn WeightSource) -> Backend<'w> {
+    match cpu {
+        Some(m) => Backend::Cpu(m),
+        None => Backend::Interp(w),
+    }
 }
 
 /// The sampling flags.
@@ -115,14 +159,21 @@ enum WeightsPlan {
 /// Loaded weights.
 pub enum Loaded {
     Random(MapWeights),
+    RandomBf16(Bf16Weights),
     Checkpoint(Weights),
 }
 
 impl Loaded {
     /// The weights, for a session.
     pub fn source(&self) -> &dyn WeightSource {
+        self.raw().source()
+    }
+
+    /// The weights in their stored dtype, for the compiled backend.
+    pub fn raw(&self) -> &dyn RawWeights {
         match self {
             Loaded::Random(w) => w,
+            Loaded::RandomBf16(w) => w,
             Loaded::Checkpoint(w) => w,
         }
     }
@@ -139,6 +190,11 @@ pub struct Opened {
 }
 
 impl ModelArgs {
+    /// Whether --random-weights was given.
+    pub fn random_weights(&self) -> bool {
+        self.random_weights
+    }
+
     /// Opens MODEL and checks where its weights come from (a checkpoint against the spec, from
     /// its headers alone).
     pub fn open(&self, options: &LowerOptions) -> Result<Opened> {
@@ -216,9 +272,11 @@ impl Opened {
         ["<|im_end|>", "<|endoftext|>"].iter().filter_map(|s| tok.token_id(s)).map(|i| i as i32).collect()
     }
 
-    /// Converts (or draws, seeded by `seed`) every weight the entry points use, with a progress
-    /// bar on a terminal; returns the model and its weights.
-    pub fn load(self, seed: u64) -> Result<(Model, Loaded)> {
+    /// Loads the weights, with a progress bar on a terminal: random ones are drawn (seeded by
+    /// `seed`; stored as bf16 when `bf16`), a checkpoint is converted to f32 up front for the
+    /// interpreter and left mapped for the compiled backend (which binds it in its stored dtype).
+    /// Returns the model and its weights.
+    pub fn load(self, seed: u64, backend: BackendKind, bf16: bool) -> Result<(Model, Loaded)> {
         let spec = &self.model.spec;
         let tty = std::io::stderr().is_terminal();
         let loaded = match self.plan {
@@ -226,10 +284,15 @@ impl Opened {
                 let pb = if tty { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
                 pb.set_message(format!("drawing random weights (seed {seed})"));
                 pb.enable_steady_tick(std::time::Duration::from_millis(100));
-                let w = MapWeights::random(spec, seed);
+                let w = if bf16 {
+                    Loaded::RandomBf16(Bf16Weights::random(spec, seed))
+                } else {
+                    Loaded::Random(MapWeights::random(spec, seed))
+                };
                 pb.finish_and_clear();
-                Loaded::Random(w)
+                w
             }
+            WeightsPlan::Checkpoint(ckpt) if backend == BackendKind::Cpu => Loaded::Checkpoint(Weights::new(ckpt)),
             WeightsPlan::Checkpoint(ckpt) => Loaded::Checkpoint(load_checkpoint(ckpt, spec, tty)?),
         };
         Ok((self.model, loaded))

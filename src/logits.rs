@@ -23,6 +23,8 @@ pub struct LogitsArgs {
     out: PathBuf,
     #[command(flatten)]
     lower: super::LowerArgs,
+    #[command(flatten)]
+    backend: crate::load::BackendArgs,
 }
 
 /// Parses `5,17,3` into ids.
@@ -65,7 +67,8 @@ pub fn run(a: &LogitsArgs) -> Result<()> {
     let ckpt = Checkpoint::open(&dir)?;
     weights::check(&m.spec, &ckpt)?;
     let w = Weights::new(ckpt);
-    let mut s = Session::new(m.program, &w, vocab, usize::MAX, 1);
+    let cpu = a.backend.compile(&m.program, &w)?;
+    let mut s = Session::with_backend(m.program, crate::load::backend(&cpu, &w), vocab, usize::MAX, 1);
     let mut rows: Vec<f32> = Vec::with_capacity(tokens.len() * vocab);
     if prefill > 0 {
         let l = s.prefill(&[tokens[..prefill].to_vec()]).context("prefill")?;

@@ -1,5 +1,6 @@
 //! `qgc`: compile, inspect and run hybrid Gated DeltaNet / gated attention LLMs.
 
+mod bench;
 mod chat;
 mod load;
 mod logits;
@@ -91,6 +92,8 @@ enum Cmd {
     Run(run::RunArgs),
     /// Chat interactively (messages from stdin), keeping the model's state between turns.
     Chat(chat::ChatArgs),
+    /// Time prefill and decode (tok/s) and compare decode with the DRAM floor.
+    Bench(bench::BenchArgs),
     /// Compute logits for a token sequence: prefill the first N, decode the rest one at a time.
     Logits(logits::LogitsArgs),
     /// Encode text to token ids (printed comma-separated) with MODEL's tokenizer, --tokenizer
@@ -142,6 +145,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Run(args) => run::run(&args),
         Cmd::Chat(args) => chat::run(&args),
         Cmd::Logits(args) => logits::run(&args),
+        Cmd::Bench(args) => bench::run(&args),
         Cmd::Tokenize(args) => tokenize::tokenize(&args),
         Cmd::Detokenize(args) => tokenize::detokenize(&args),
         Cmd::Import { source, out } => import(&source, &out),

@@ -46,6 +46,8 @@ pub struct RunArgs {
     json: bool,
     #[command(flatten)]
     lower: super::LowerArgs,
+    #[command(flatten)]
+    backend: crate::load::BackendArgs,
 }
 
 /// Exactly one source of prompts.
@@ -122,13 +124,15 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let eos = if a.ignore_eos { Vec::new() } else { opened.eos_ids(tokenizer.as_ref()) };
 
     let t_load = Instant::now();
-    let (m, loaded) = opened.load(a.sampling.seed)?;
+    let (m, loaded) = opened.load(a.sampling.seed, a.backend.backend, false)?;
+    let cpu = a.backend.compile(&m.program, loaded.raw())?;
     let load_s = t_load.elapsed().as_secs_f64();
 
     // The prompt must fit the positions; the continuation may run past them, as HF's generate
     // does (its default RoPE does not enforce max_position_embeddings), with a warning.
     let positions = m.spec.max_position_embeddings;
-    let mut session = Session::new(m.program, loaded.source(), m.spec.vocab_size, usize::MAX, ids.len());
+    let backend = crate::load::backend(&cpu, loaded.source());
+    let mut session = Session::with_backend(m.program, backend, m.spec.vocab_size, usize::MAX, ids.len());
     let cfg = GenerateConfig {
         max_new_tokens: a.max_new_tokens,
         max_positions: usize::MAX,

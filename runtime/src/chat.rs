@@ -69,7 +69,8 @@ pub enum ChatError {
 pub struct Turn {
     /// The tokens fed this turn: what the last reply owed, then the turn's own.
     pub fed: Vec<i32>,
-    /// Logits after each fed token, `[fed.len(), vocab]`.
+    /// Logits after the last fed token, `[1, vocab]` (what the reply's first token is sampled
+    /// from; the turn is fed through prefill without the vocabulary projection but for it).
     pub logits: Tensor,
     /// The reply; its `prompt_ids` are the whole conversation before it.
     pub reply: Generation,
@@ -168,9 +169,8 @@ impl<'w> Chat<'w> {
         let fed: Vec<i32> = [&self.pending[..], tokens].concat();
         let start = self.fed.len();
         let t0 = Instant::now();
-        let out = self.session.prefill(std::slice::from_ref(&fed))?;
+        let logits = self.session.prefill_last(std::slice::from_ref(&fed))?.remove(0);
         let prefill_s = t0.elapsed().as_secs_f64();
-        let logits = Tensor { shape: vec![fed.len(), self.vocab], data: out.data };
         self.fed.extend_from_slice(&fed);
         self.pending.clear();
         let mut cfg = cfg.clone();

@@ -173,7 +173,7 @@ impl Seq<'_> {
 }
 
 /// Generates from `prompts`, one per sequence of `session`. Prompts of different lengths need a
-/// fresh session (they are left-padded by [`Session::prefill_ragged`]); equal lengths may continue
+/// fresh session (they are left-padded by [`Session::prefill_last`]); equal lengths may continue
 /// one. `on_text(b, piece)` gets each piece of sequence `b`'s text as soon as it is complete (only
 /// with a tokenizer). Returns the sequences in order and the timings.
 pub fn generate(
@@ -187,7 +187,7 @@ pub fn generate(
         return Err(GenerateError::Input("every prompt needs at least one token".into()));
     }
     let t0 = Instant::now();
-    let logits = session.prefill_ragged(prompts)?;
+    let logits = session.prefill_last(prompts)?;
     let prefill_s = t0.elapsed().as_secs_f64();
     let (gens, mut timings) = generate_from_logits(session, prompts, &logits, tokenizer, cfg, on_text)?;
     timings.prompt_tokens = prompts.iter().map(Vec::len).sum();

@@ -3,6 +3,7 @@
 //! ([`session`]).
 
 pub mod chat;
+pub mod compiled;
 pub mod cpu;
 pub mod generate;
 pub mod model;
@@ -12,4 +13,4 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use model::{open_model, Model, ModelError, ModelKind};
-pub use session::{Session, SessionError};
+pub use session::{Backend, Session, SessionError};

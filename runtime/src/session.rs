@@ -3,6 +3,7 @@
 //! (sequences of different lengths, left-padded) and `decode` (one token per sequence); with an
 //! MTP block also `mtp_draft`, which runs the draft entry point over its own KV cache.
 
+use crate::compiled::{CompiledError, CpuModel, Entry};
 use qgc_ir::interp::{self, InterpError, Tensor, WeightSource};
 use qgc_ir::{Bindings, DType, Graph, Program, StateDecl};
 use std::collections::BTreeMap;
@@ -13,6 +14,9 @@ pub enum SessionError {
     /// The interpreter rejected the call or a weight.
     #[error(transparent)]
     Interp(#[from] InterpError),
+    /// The compiled backend rejected the call.
+    #[error(transparent)]
+    Compiled(#[from] CompiledError),
     /// Bad call: empty batch or sequence, unequal lengths where they must be equal, too many
     /// positions, out-of-vocabulary tokens, no MTP block.
     #[error("{0}")]
@@ -38,7 +42,16 @@ pub struct SavedState {
     pub mtp_state: BTreeMap<String, Tensor>,
 }
 
-/// Batch state for `B` sequences, executed by the reference interpreter.
+/// What executes a session's entry points.
+#[derive(Clone, Copy)]
+pub enum Backend<'w> {
+    /// The reference interpreter over these weights.
+    Interp(&'w dyn WeightSource),
+    /// The compiled CPU backend.
+    Cpu(&'w CpuModel<'w>),
+}
+
+/// Batch state for `B` sequences, executed by the reference interpreter or the compiled backend.
 ///
 /// Every row holds the same number of cache slots ([`Session::position`]). Sequences of
 /// different lengths start with [`Session::prefill_ragged`], which left-pads the shorter ones;
@@ -47,7 +60,9 @@ pub struct SavedState {
 /// (up to f32 rounding).
 pub struct Session<'w> {
     program: Program,
-    weights: &'w dyn WeightSource,
+    /// `program.prefill` without its logits (interpreter backend).
+    prefill_hidden: Graph,
+    backend: Backend<'w>,
     vocab: usize,
     max_positions: usize,
     batch: usize,
@@ -63,7 +78,8 @@ pub struct Session<'w> {
 }
 
 impl<'w> Session<'w> {
-    /// A fresh session for `batch` sequences (all state zero, nothing consumed).
+    /// A fresh session for `batch` sequences (all state zero, nothing consumed) run by the
+    /// interpreter over `weights`.
     pub fn new(
         program: Program,
         weights: &'w dyn WeightSource,
@@ -71,9 +87,24 @@ impl<'w> Session<'w> {
         max_positions: usize,
         batch: usize,
     ) -> Self {
+        Session::with_backend(program, Backend::Interp(weights), vocab, max_positions, batch)
+    }
+
+    /// A fresh session for `batch` sequences run by `backend` (for [`Backend::Cpu`], a model
+    /// compiled from the same `program`).
+    pub fn with_backend(
+        program: Program,
+        backend: Backend<'w>,
+        vocab: usize,
+        max_positions: usize,
+        batch: usize,
+    ) -> Self {
+        let prefill_hidden =
+            crate::compiled::without_logits(&program.prefill).unwrap_or_else(|_| program.prefill.clone());
         let mut s = Session {
             program,
-            weights,
+            prefill_hidden,
+            backend,
             vocab,
             max_positions,
             batch,
@@ -234,6 +265,42 @@ impl<'w> Session<'w> {
         Ok(prompts.iter().enumerate().map(row).collect())
     }
 
+    /// Like [`Session::prefill_ragged`], but returns only each sequence's last logits `[1, vocab]`
+    /// (what generation samples from). All but the last token of each (left-padded) row go
+    /// through prefill without the vocabulary projection, the last token through decode, so the
+    /// projection runs once per row instead of once per token. [`Session::hidden`] covers every
+    /// token, as after one prefill. The whole batch is checked first; an internal failure after
+    /// that may leave the state advanced by the first part.
+    pub fn prefill_last(&mut self, prompts: &[Vec<i32>]) -> Result<Vec<Tensor>, SessionError> {
+        let s = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+        if s <= 1 || prompts.iter().any(|p| p.is_empty()) {
+            let all = self.prefill_ragged(prompts)?;
+            return Ok(all.into_iter().map(|t| last_row(&t)).collect());
+        }
+        let ragged = prompts.iter().any(|p| p.len() != s);
+        if ragged && self.past > 0 {
+            return self.prefill_ragged(prompts).map(|all| all.iter().map(last_row).collect());
+        }
+        let old_pad = self.pad.clone();
+        if ragged && prompts.len() == self.batch {
+            self.pad = prompts.iter().map(|p| s - p.len()).collect();
+        }
+        let padded: Vec<Vec<i32>> =
+            prompts.iter().map(|p| [vec![PAD_TOKEN; s - p.len()], p.clone()].concat()).collect();
+        self.check(&padded, s, self.past).inspect_err(|_| self.pad = old_pad.clone())?;
+        let head: Vec<Vec<i32>> = padded.iter().map(|p| p[..s - 1].to_vec()).collect();
+        self.call_entry(Entry::PrefillHidden, &head, s - 1).inspect_err(|_| self.pad = old_pad)?;
+        let first_hidden = self.hidden.take();
+        let tail: Vec<Vec<i32>> = padded.iter().map(|p| vec![p[s - 1]]).collect();
+        let logits = self.call(true, &tail, 1)?;
+        if let (Some(a), Some(b)) = (first_hidden, self.hidden.take()) {
+            self.hidden = Some(concat_seq(&a, &b));
+        }
+        let v = logits.shape[2];
+        let data = logits.as_f32().expect("logits are f32");
+        Ok((0..self.batch).map(|b| Tensor::f32(vec![1, v], data[b * v..(b + 1) * v].to_vec())).collect())
+    }
+
     /// Feeds one token per sequence through the decode entry point, each at its own position;
     /// returns logits `[B, 1, vocab]`.
     pub fn decode(&mut self, tokens: &[i32]) -> Result<Tensor, SessionError> {
@@ -257,7 +324,7 @@ impl<'w> Session<'w> {
         let mut extra = self.ids(next_tokens, s, self.mtp_past);
         extra.push(("hidden", hidden.clone()));
         let bind = Bindings { b: self.batch, s, p: self.mtp_past };
-        let mut out = step(g, &bind, &mut self.mtp_state, extra, self.weights)?;
+        let mut out = step(self.backend, (Entry::Mtp, g), &bind, &mut self.mtp_state, extra)?;
         self.mtp_past += s;
         let logits = out.remove("logits").expect("the mtp entry point returns logits");
         let hidden = out.remove("hidden").expect("the mtp entry point returns hidden");
@@ -265,14 +332,31 @@ impl<'w> Session<'w> {
     }
 
     fn call(&mut self, decode: bool, tokens: &[Vec<i32>], s: usize) -> Result<Tensor, SessionError> {
+        let entry = if decode { Entry::Decode } else { Entry::Prefill };
+        let mut out = self.call_entry(entry, tokens, s)?;
+        Ok(out.remove("logits").expect("every entry point returns logits"))
+    }
+
+    /// Runs `entry` (prefill, prefill without logits, or decode) on `tokens`; keeps the state and
+    /// `hidden`, returns the other outputs.
+    fn call_entry(
+        &mut self,
+        entry: Entry,
+        tokens: &[Vec<i32>],
+        s: usize,
+    ) -> Result<BTreeMap<String, Tensor>, SessionError> {
         self.check(tokens, s, self.past)?;
         let bind = Bindings { b: self.batch, s, p: self.past };
         let extra = self.ids(tokens, s, self.past);
-        let g = if decode { &self.program.decode } else { &self.program.prefill };
-        let mut out = step(g, &bind, &mut self.state, extra, self.weights)?;
+        let g = match entry {
+            Entry::Decode => &self.program.decode,
+            Entry::PrefillHidden => &self.prefill_hidden,
+            _ => &self.program.prefill,
+        };
+        let mut out = step(self.backend, (entry, g), &bind, &mut self.state, extra)?;
         self.past += s;
         self.hidden = out.remove("hidden");
-        Ok(out.remove("logits").expect("every entry point returns logits"))
+        Ok(out)
     }
 
     /// Rejects a ragged, empty or out-of-vocabulary batch, or one where a sequence would run past
@@ -308,19 +392,42 @@ impl<'w> Session<'w> {
     }
 }
 
-/// Runs `g` on `state` plus the `extra` inputs. On success `state` holds the advanced `state.*`
-/// outputs and the other outputs are returned; on failure `state` is left as it was.
+/// The last row of `[n, vocab]` logits, as `[1, vocab]`.
+fn last_row(t: &Tensor) -> Tensor {
+    let v = *t.shape.last().expect("logits have a vocab dim");
+    let d = t.as_f32().expect("logits are f32");
+    Tensor::f32(vec![1, v], d[d.len() - v..].to_vec())
+}
+
+/// `a [B,S1,H]` and `b [B,S2,H]` concatenated along S.
+fn concat_seq(a: &Tensor, b: &Tensor) -> Tensor {
+    let (batch, s1, s2, h) = (a.shape[0], a.shape[1], b.shape[1], a.shape[2]);
+    let (x, y) = (a.as_f32().expect("hidden is f32"), b.as_f32().expect("hidden is f32"));
+    let mut out = Vec::with_capacity(x.len() + y.len());
+    for r in 0..batch {
+        out.extend_from_slice(&x[r * s1 * h..(r + 1) * s1 * h]);
+        out.extend_from_slice(&y[r * s2 * h..(r + 1) * s2 * h]);
+    }
+    Tensor::f32(vec![batch, s1 + s2, h], out)
+}
+
+/// Runs the entry point (`g` for the interpreter) on `state` plus the `extra` inputs. On success
+/// `state` holds the advanced `state.*` outputs and the other outputs are returned; on failure
+/// `state` is left as it was.
 fn step(
-    g: &Graph,
+    backend: Backend,
+    (entry, g): (Entry, &Graph),
     bind: &Bindings,
     state: &mut BTreeMap<String, Tensor>,
     extra: Vec<(&'static str, Tensor)>,
-    weights: &dyn WeightSource,
 ) -> Result<BTreeMap<String, Tensor>, SessionError> {
     let mut inputs = std::mem::take(state);
     let names: Vec<&str> = extra.iter().map(|(n, _)| *n).collect();
     inputs.extend(extra.into_iter().map(|(n, t)| (n.to_string(), t)));
-    let result = interp::run(g, bind, &inputs, weights);
+    let result = match backend {
+        Backend::Interp(w) => interp::run(g, bind, &inputs, w).map_err(SessionError::from),
+        Backend::Cpu(m) => m.run(entry, bind, &inputs).map_err(SessionError::from),
+    };
     for n in names {
         inputs.remove(n);
     }
@@ -332,7 +439,7 @@ fn step(
         }
         Err(e) => {
             *state = inputs; // the call failed: keep the state it started from
-            Err(e.into())
+            Err(e)
         }
     }
 }

@@ -11,7 +11,7 @@ use super::chain::EwChain;
 use super::loops;
 use super::math::Precision;
 use super::HostError;
-use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_jit::{ArenaMemoryProvider, JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId};
 use std::collections::BTreeMap;
 
@@ -73,6 +73,9 @@ impl ShimTable {
     }
 }
 
+/// Address space reserved for one module's code (not committed until used).
+pub const CODE_RESERVE: usize = 256 << 20;
+
 /// Owns finalized JIT code; the code is freed when this drops, so every typed pointer taken
 /// from it must not be called afterwards.
 pub struct JitCode {
@@ -88,10 +91,18 @@ impl std::fmt::Debug for JitCode {
 impl JitCode {
     /// A module for the host machine (`opt_level=speed`, target features detected by
     /// `cranelift-native`) that resolves `shims` by name; `memcpy` comes from the C library.
+    ///
+    /// Its code lives in one reserved region ([`CODE_RESERVE`] bytes of address space): calls
+    /// between the functions of a module are 32-bit PC-relative, and with one mapping per
+    /// function (cranelift-jit's default provider) a large heap allocation between two of them
+    /// (the weights of a real model) puts them out of range.
     pub(crate) fn module(shims: &ShimTable) -> Result<JITModule, HostError> {
         let mut b = JITBuilder::with_flags(&[("opt_level", "speed")], default_libcall_names())
             .map_err(|e| HostError::cranelift("jit", e))?;
         shims.register(&mut b);
+        let arena =
+            ArenaMemoryProvider::new_with_size(CODE_RESERVE).map_err(|e| HostError::cranelift("code region", e))?;
+        b.memory_provider(Box::new(arena));
         Ok(JITModule::new(b))
     }
 

@@ -85,13 +85,10 @@
 //! | `slice`, `concat` | `qgc_slice_{f32,i32}`, `qgc_concat_{f32,i32}` | strided row copies |
 //! | elementwise | compiled loops | (`qgc_add_f32`, ... only with `fuse_elementwise = false`) |
 //!
-//! Left for wiring: the runtime's `ctx` (graph, weights as `WeightRef`, scratch, rayon pool),
-//! the shim bodies above, a `qgc_parallel_for` over rayon, weight-only nodes (`[load]`: weight
-//! concats, `-exp(A_log)`) evaluated once at load instead of per call (today they are arena
-//! values computed every call), and `qgc_passes::memplan` behind [`ArenaPlanner`]: it plans over
-//! node-order liveness, so it must take the requests' step intervals (a multi-node chain reads
-//! its inputs at its last node) before its offsets can be used; in-place roles need kernels that
-//! read each element before writing it (the compiled loops do).
+//! The runtime side lives in `qgc_runtime::compiled`: its `ctx`, the shim bodies above, a
+//! `qgc_parallel_for` over rayon, weight-only nodes (`[load]`) hoisted out and evaluated once at
+//! load, and [`ReusePlanner`] (the memory plan's slot placement over the requests' step
+//! intervals; no in-place roles: a step's results never share bytes with its operands).
 
 pub mod chain;
 mod emit;
@@ -107,7 +104,9 @@ pub use chain::{Bcast, Binary, EwChain, EwNode, Unary};
 pub use entry::{compile_entry, required_shims, HostEntry, StepCounts};
 pub use jit::{compile_loop, CompiledLoop, HostFn, JitCode, LoopFn, ParallelForFn, ShimFn, ShimTable, PARALLEL_FOR};
 pub use math::Precision;
-pub use place::{check_plan, ArenaPlan, ArenaPlanner, ArenaRequest, Base, BumpPlanner, IoKind, IoSlot, IoTable, Loc};
+pub use place::{
+    check_plan, ArenaPlan, ArenaPlanner, ArenaRequest, Base, BumpPlanner, IoKind, IoSlot, IoTable, Loc, ReusePlanner,
+};
 pub use schedule::{HostOptions, Schedule, Step};
 
 /// Host code generation failures (all but [`HostError::MissingShim`] are compiler bugs).

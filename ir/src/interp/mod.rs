@@ -20,7 +20,7 @@ pub mod movement;
 pub mod norm;
 mod random;
 
-pub use random::{MapWeights, Rng};
+pub use random::{init_range, MapWeights, Rng};
 
 use crate::graph::{Graph, Node, Value};
 use crate::op::Op;

@@ -86,7 +86,7 @@ impl MapWeights {
 }
 
 /// The uniform range `random` draws tensor `name` of `shape` from.
-fn init_range(name: &str, shape: &[usize], zero_centred: bool) -> (f32, f32) {
+pub fn init_range(name: &str, shape: &[usize], zero_centred: bool) -> (f32, f32) {
     let fan_in = shape.last().copied().unwrap_or(1).max(1) as f32;
     if name.ends_with("linear_attn.norm.weight") || (name.contains("norm") && !zero_centred) {
         (0.5, 1.5)

@@ -15,10 +15,12 @@
 mod check;
 mod checkpoint;
 mod layout;
+mod raw;
 mod source;
 
 pub use check::{check, check_report, CheckReport, Problem, ProblemKind};
 pub use checkpoint::{Checkpoint, StoredTensor, INDEX_FILE, SINGLE_FILE};
+pub use raw::{Bf16Weights, HostTensor, RawWeights};
 pub use source::Weights;
 
 /// The stored element types [`Weights`] converts to f32.

@@ -1,0 +1,152 @@
+//! Load time: weight-only subgraphs hoisted out of the entry points and evaluated once, and
+//! every weight the host code reads bound in the dtype its kernel wants.
+//!
+//! [`hoist`] replaces each weight-only node (`Graph::weight_only`: weight concats made by
+//! fusion, the conv weight's reshape, ...) that a per-call node reads with a `Weight` named
+//! `load:{node}`, and drops the subgraph behind it; [`eval_load`] computes such a value from the
+//! original graph. Movement (reshape, concat, slice) keeps bf16 as bf16, anything else is
+//! evaluated in f32 by the interpreter's `eval_op`.
+//!
+//! bf16 stays bf16 only where a kernel widens it itself ([`bf16_operand`]: the weight operand of
+//! the matmul family, the embedding table, the expert stacks); everywhere else (norm weights,
+//! conv weights, gates) the weight is converted to f32 at load.
+
+use crate::weights::{HostTensor, RawWeights};
+use qgc_ir::interp::{eval_op, Tensor};
+use qgc_ir::{Bindings, Graph, IrError, Op, Value};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+/// Prefix of the weights [`hoist`] introduces.
+pub const LOAD_PREFIX: &str = "load:";
+
+/// `g` with its weight-only nodes read per call turned into `load:` weights; returns the new
+/// graph and, per introduced weight name, the node of `g` that computes it.
+pub fn hoist(g: &Graph) -> Result<(Graph, BTreeMap<String, usize>), IrError> {
+    let wo = g.weight_only();
+    let mut hoisted = vec![false; g.nodes.len()];
+    let hoistable = |v: &Value| {
+        let src = &g.nodes[v.node];
+        wo[v.node] && !matches!(src.op, Op::Weight { .. }) && src.outputs.len() == 1
+    };
+    for (i, n) in g.nodes.iter().enumerate() {
+        if !wo[i] {
+            n.inputs.iter().filter(|v| hoistable(v)).for_each(|v| hoisted[v.node] = true);
+        }
+    }
+    g.outputs.iter().filter(|(_, v)| hoistable(v)).for_each(|(_, v)| hoisted[v.node] = true);
+    let mut out = Graph { name: g.name.clone(), fixed_seq: g.fixed_seq, ..Graph::default() };
+    let mut map: BTreeMap<Value, Value> = BTreeMap::new();
+    let mut loads = BTreeMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        if hoisted[i] {
+            let name = format!("{LOAD_PREFIX}{}", n.name);
+            let v = out.add1(n.name.clone(), Op::Weight { name: name.clone(), ty: n.outputs[0].clone() }, &[])?;
+            map.insert(Value { node: i, index: 0 }, v);
+            loads.insert(name, i);
+            continue;
+        }
+        let ins: Vec<Value> = n.inputs.iter().map(|v| map[v]).collect();
+        for (index, v) in out.add(n.name.clone(), n.op.clone(), &ins)?.into_iter().enumerate() {
+            map.insert(Value { node: i, index }, v);
+        }
+    }
+    out.outputs = g.outputs.iter().map(|(name, v)| (name.clone(), map[v])).collect();
+    Ok((qgc_passes::classic::dce(&out)?, loads))
+}
+
+/// Whether operand `k` of `op` may be a bf16 weight (its kernel widens it in registers).
+pub fn bf16_operand(op: &Op, k: usize) -> bool {
+    matches!(
+        (op, k),
+        (Op::MatMul | Op::MatMulSwiGlu | Op::MatMulSigmoidGate, 1)
+            | (Op::SigmoidGateMatMul, 2)
+            | (Op::Embed, 0)
+            | (Op::MoeExperts, 3..=5)
+    )
+}
+
+/// Row-major concatenation of `parts` (each `shape`) along `axis`.
+fn concat<T: Copy>(parts: &[(&[usize], &[T])], axis: usize) -> Vec<T> {
+    let outer: usize = parts[0].0[..axis].iter().product();
+    let mut out = Vec::with_capacity(parts.iter().map(|(_, d)| d.len()).sum());
+    for o in 0..outer {
+        for (shape, data) in parts {
+            let inner: usize = shape[axis..].iter().product();
+            out.extend_from_slice(&data[o * inner..][..inner]);
+        }
+    }
+    out
+}
+
+/// Row-major slice `start..start+len` along `axis` of `data` (`shape`).
+fn slice<T: Copy>(shape: &[usize], data: &[T], axis: usize, start: usize, len: usize) -> Vec<T> {
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    let mut out = Vec::with_capacity(outer * len * inner);
+    for o in 0..outer {
+        out.extend_from_slice(&data[(o * shape[axis] + start) * inner..][..len * inner]);
+    }
+    out
+}
+
+fn bits<'a>(t: &'a HostTensor) -> Option<&'a [u16]> {
+    match t {
+        HostTensor::Bf16(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// The value of node `node` of `g` (a weight or a weight-only node with one result), read from
+/// `weights`. Values are not cached: the caller binds each `load:` weight once.
+pub fn eval_load<'w>(g: &Graph, node: usize, weights: &'w dyn RawWeights) -> Result<HostTensor<'w>, String> {
+    let n = &g.nodes[node];
+    let bind = Bindings { b: 1, s: 1, p: 0 };
+    let shape = n.outputs[0].eval(&bind);
+    if let Op::Weight { name, .. } = &n.op {
+        return weights.raw(name, &shape).map_err(|e| e.to_string());
+    }
+    let mut ins = Vec::with_capacity(n.inputs.len());
+    for v in &n.inputs {
+        ins.push(eval_load(g, v.node, weights)?);
+    }
+    let shapes: Vec<Vec<usize>> = n.inputs.iter().map(|v| g.ty(*v).eval(&bind)).collect();
+    let all_bf16 = ins.iter().all(HostTensor::is_bf16);
+    Ok(match &n.op {
+        Op::Reshape { .. } => ins.swap_remove(0),
+        Op::Concat { axis } if all_bf16 => {
+            let parts: Vec<(&[usize], &[u16])> =
+                shapes.iter().zip(&ins).map(|(s, t)| (s.as_slice(), bits(t).unwrap_or_default())).collect();
+            HostTensor::Bf16(Cow::Owned(concat(&parts, *axis)))
+        }
+        Op::Slice { axis, start, len } if all_bf16 => {
+            HostTensor::Bf16(Cow::Owned(slice(&shapes[0], bits(&ins[0]).unwrap_or_default(), *axis, *start, *len)))
+        }
+        Op::Concat { axis } if ins.iter().all(|t| t.as_f32().is_some()) => {
+            let parts: Vec<(&[usize], &[f32])> =
+                shapes.iter().zip(&ins).map(|(s, t)| (s.as_slice(), t.as_f32().unwrap_or_default())).collect();
+            HostTensor::F32(Cow::Owned(concat(&parts, *axis)))
+        }
+        op => {
+            let ts: Vec<Tensor> = shapes.iter().zip(&ins).map(|(s, t)| Tensor::f32(s.clone(), t.to_f32())).collect();
+            let refs: Vec<&Tensor> = ts.iter().collect();
+            let mut out = eval_op(op, &refs, &bind).map_err(|m| format!("{}: {m}", n.name))?;
+            let t = out.swap_remove(0);
+            HostTensor::F32(Cow::Owned(t.as_f32().map(<[f32]>::to_vec).unwrap_or_default()))
+        }
+    })
+}
+
+/// `gate`, `up: [E, I, H]` stacked per expert into `[E, 2I, H]` (each expert's I gate rows then
+/// its I up rows, the layout `moe::moe_experts` reads), in bf16 when both are bf16.
+pub fn stack_experts<'w>(gate: &HostTensor<'w>, up: &HostTensor<'w>, experts: usize) -> HostTensor<'w> {
+    fn stack<T: Copy>(g: &[T], u: &[T], experts: usize) -> Vec<T> {
+        let e = experts.max(1);
+        concat(&[(&[e, g.len() / e][..], g), (&[e, u.len() / e][..], u)], 1)
+    }
+    match (bits(gate), bits(up), gate.as_f32(), up.as_f32()) {
+        (Some(g), Some(u), _, _) => HostTensor::Bf16(Cow::Owned(stack(g, u, experts))),
+        (_, _, Some(g), Some(u)) => HostTensor::F32(Cow::Owned(stack(g, u, experts))),
+        _ => HostTensor::F32(Cow::Owned(stack(&gate.to_f32(), &up.to_f32(), experts))),
+    }
+}
