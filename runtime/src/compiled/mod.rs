@@ -369,6 +369,13 @@ impl<'w> Binder<'w> {
                 }
             }
         }
+        // A weight that is also an output is copied out as f32 by the host code.
+        for (_, v) in &g.outputs {
+            if let Op::Weight { name, .. } = &g.nodes[v.node].op {
+                f32_needed.insert(name.clone());
+                other_use.insert(name.clone());
+            }
+        }
         let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
         for (i, n) in g.nodes.iter().enumerate() {
             let Op::Weight { name, .. } = &n.op else { continue };
