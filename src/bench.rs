@@ -8,7 +8,8 @@ use crate::load::{BackendArgs, BackendKind, ModelArgs};
 use anyhow::{bail, Result};
 use qgc_ir::interp::Rng;
 use qgc_ir::LowerOptions;
-use qgc_runtime::cpu::bandwidth;
+use qgc_runtime::cpu::bandwidth::{self, median};
+use qgc_runtime::sampling::argmax;
 use qgc_runtime::Session;
 use std::time::Instant;
 
@@ -44,22 +45,6 @@ pub struct BenchArgs {
     backend: BackendArgs,
 }
 
-/// Greedy next token of the last row of `logits`.
-fn argmax(logits: &[f32]) -> i32 {
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > logits[best] {
-            best = i;
-        }
-    }
-    best as i32
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 pub fn run(a: &BenchArgs) -> Result<()> {
     let opened = a.model.open(&LowerOptions::default())?;
     if a.weights_dtype == WeightsDtype::Bf16 && !a.model.random_weights() {
@@ -83,13 +68,13 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let t0 = Instant::now();
     let logits = s.prefill_last(std::slice::from_ref(&tokens))?.remove(0);
     let prefill_s = t0.elapsed().as_secs_f64();
-    let mut next = argmax(logits.as_f32().unwrap_or_default());
+    let mut next = argmax(logits.as_f32().unwrap_or_default()) as i32;
     let mut steps = Vec::with_capacity(a.decode);
     for _ in 0..a.decode {
         let t0 = Instant::now();
         let l = s.decode(&[next])?;
         steps.push(t0.elapsed().as_secs_f64());
-        next = argmax(l.as_f32().unwrap_or_default());
+        next = argmax(l.as_f32().unwrap_or_default()) as i32;
     }
     let timed = if steps.len() > 2 { &mut steps[2..] } else { &mut steps[..] };
     let decode_s = median(timed);

@@ -60,8 +60,9 @@ pub enum Backend<'w> {
 /// (up to f32 rounding).
 pub struct Session<'w> {
     program: Program,
-    /// `program.prefill` without its logits (interpreter backend).
-    prefill_hidden: Graph,
+    /// `program.prefill` without its logits (interpreter backend only; the compiled model has
+    /// its own).
+    prefill_hidden: Option<Graph>,
     backend: Backend<'w>,
     vocab: usize,
     max_positions: usize,
@@ -99,8 +100,8 @@ impl<'w> Session<'w> {
         max_positions: usize,
         batch: usize,
     ) -> Self {
-        let prefill_hidden =
-            crate::compiled::without_logits(&program.prefill).unwrap_or_else(|_| program.prefill.clone());
+        let prefill_hidden = matches!(backend, Backend::Interp(_))
+            .then(|| crate::compiled::without_logits(&program.prefill).unwrap_or_else(|_| program.prefill.clone()));
         let mut s = Session {
             program,
             prefill_hidden,
@@ -239,6 +240,19 @@ impl<'w> Session<'w> {
     /// [`Session::reset`]). Equal lengths continue any session, like [`Session::prefill`].
     /// Afterwards [`Session::decode`] continues every row at its own position.
     pub fn prefill_ragged(&mut self, prompts: &[Vec<i32>]) -> Result<Vec<Tensor>, SessionError> {
+        let (padded, s, old_pad) = self.pad_prompts(prompts)?;
+        let logits = self.call(false, &padded, s).inspect_err(|_| self.pad = old_pad)?;
+        let (v, data) = (logits.shape[2], logits.as_f32().expect("logits are f32"));
+        let row = |(b, p): (usize, &Vec<i32>)| {
+            let from = (b * s + s - p.len()) * v;
+            Tensor::f32(vec![p.len(), v], data[from..(b + 1) * s * v].to_vec())
+        };
+        Ok(prompts.iter().enumerate().map(row).collect())
+    }
+
+    /// Left-pads `prompts` to the longest (`s`) and sets the rows' padding when they differ;
+    /// returns the padded rows, `s`, and the padding to restore if the call then fails.
+    fn pad_prompts(&mut self, prompts: &[Vec<i32>]) -> Result<Padded, SessionError> {
         if let Some(b) = prompts.iter().position(|p| p.is_empty()) {
             return Err(SessionError::Input(format!("sequence {b} is empty")));
         }
@@ -254,15 +268,8 @@ impl<'w> Session<'w> {
         if ragged && prompts.len() == self.batch {
             self.pad = prompts.iter().map(|p| s - p.len()).collect();
         }
-        let padded: Vec<Vec<i32>> =
-            prompts.iter().map(|p| [vec![PAD_TOKEN; s - p.len()], p.clone()].concat()).collect();
-        let logits = self.call(false, &padded, s).inspect_err(|_| self.pad = old_pad)?;
-        let (v, data) = (logits.shape[2], logits.as_f32().expect("logits are f32"));
-        let row = |(b, p): (usize, &Vec<i32>)| {
-            let from = (b * s + s - p.len()) * v;
-            Tensor::f32(vec![p.len(), v], data[from..(b + 1) * s * v].to_vec())
-        };
-        Ok(prompts.iter().enumerate().map(row).collect())
+        let padded = prompts.iter().map(|p| [vec![PAD_TOKEN; s - p.len()], p.clone()].concat()).collect();
+        Ok((padded, s, old_pad))
     }
 
     /// Like [`Session::prefill_ragged`], but returns only each sequence's last logits `[1, vocab]`
@@ -272,21 +279,11 @@ impl<'w> Session<'w> {
     /// token, as after one prefill. The whole batch is checked first; an internal failure after
     /// that may leave the state advanced by the first part.
     pub fn prefill_last(&mut self, prompts: &[Vec<i32>]) -> Result<Vec<Tensor>, SessionError> {
-        let s = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
-        if s <= 1 || prompts.iter().any(|p| p.is_empty()) {
+        if prompts.iter().map(|p| p.len()).max().unwrap_or(0) <= 1 {
             let all = self.prefill_ragged(prompts)?;
-            return Ok(all.into_iter().map(|t| last_row(&t)).collect());
+            return Ok(all.iter().map(last_row).collect());
         }
-        let ragged = prompts.iter().any(|p| p.len() != s);
-        if ragged && self.past > 0 {
-            return self.prefill_ragged(prompts).map(|all| all.iter().map(last_row).collect());
-        }
-        let old_pad = self.pad.clone();
-        if ragged && prompts.len() == self.batch {
-            self.pad = prompts.iter().map(|p| s - p.len()).collect();
-        }
-        let padded: Vec<Vec<i32>> =
-            prompts.iter().map(|p| [vec![PAD_TOKEN; s - p.len()], p.clone()].concat()).collect();
+        let (padded, s, old_pad) = self.pad_prompts(prompts)?;
         self.check(&padded, s, self.past).inspect_err(|_| self.pad = old_pad.clone())?;
         let head: Vec<Vec<i32>> = padded.iter().map(|p| p[..s - 1].to_vec()).collect();
         self.call_entry(Entry::PrefillHidden, &head, s - 1).inspect_err(|_| self.pad = old_pad)?;
@@ -350,7 +347,7 @@ impl<'w> Session<'w> {
         let extra = self.ids(tokens, s, self.past);
         let g = match entry {
             Entry::Decode => &self.program.decode,
-            Entry::PrefillHidden => &self.prefill_hidden,
+            Entry::PrefillHidden => self.prefill_hidden.as_ref().unwrap_or(&self.program.prefill),
             _ => &self.program.prefill,
         };
         let mut out = step(self.backend, (entry, g), &bind, &mut self.state, extra)?;
@@ -391,6 +388,9 @@ impl<'w> Session<'w> {
         vec![("tokens", Tensor::i32(vec![self.batch, s], flat)), ("positions", Tensor::i32(vec![self.batch, s], pos))]
     }
 }
+
+/// Left-padded rows, their length, and the padding before padding them.
+type Padded = (Vec<Vec<i32>>, usize, Vec<usize>);
 
 /// The last row of `[n, vocab]` logits, as `[1, vocab]`.
 fn last_row(t: &Tensor) -> Tensor {

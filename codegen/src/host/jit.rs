@@ -29,6 +29,22 @@ pub type HostFn = unsafe extern "C" fn(ctx: *mut u8, arena: *mut u8, io: *const 
 /// each as its rank followed by its dims. Returns 0 or an error status (details stay in `ctx`).
 pub type ShimFn = unsafe extern "C" fn(ctx: *mut u8, node: i64, args: *const *mut u8, dims: *const i64) -> i32;
 
+/// Decodes a shim's `dims` argument: `count` shapes (operands then results), each written as
+/// `rank, d0, .., d{rank-1}`.
+///
+/// # Safety
+/// `dims` must be what the host code passed to a [`ShimFn`] whose node has `count` values.
+pub unsafe fn decode_dims(dims: *const i64, count: usize) -> Vec<Vec<usize>> {
+    let mut at = dims;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let r = *at as usize;
+        out.push((1..=r).map(|k| *at.add(k) as usize).collect());
+        at = at.add(r + 1);
+    }
+    out
+}
+
 /// The `qgc_parallel_for` shim: runs `f(n, in_ptrs, out, start, end)` over pieces covering
 /// `[0, n)` (on threads, in any order). Returns 0 or an error status.
 pub type ParallelForFn =

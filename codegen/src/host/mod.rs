@@ -102,7 +102,9 @@ pub mod schedule;
 
 pub use chain::{Bcast, Binary, EwChain, EwNode, Unary};
 pub use entry::{compile_entry, required_shims, HostEntry, StepCounts};
-pub use jit::{compile_loop, CompiledLoop, HostFn, JitCode, LoopFn, ParallelForFn, ShimFn, ShimTable, PARALLEL_FOR};
+pub use jit::{
+    compile_loop, decode_dims, CompiledLoop, HostFn, JitCode, LoopFn, ParallelForFn, ShimFn, ShimTable, PARALLEL_FOR,
+};
 pub use math::Precision;
 pub use place::{
     check_plan, ArenaPlan, ArenaPlanner, ArenaRequest, Base, BumpPlanner, IoKind, IoSlot, IoTable, Loc, ReusePlanner,

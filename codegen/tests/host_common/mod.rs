@@ -6,7 +6,8 @@
 #![allow(dead_code)]
 
 use qgc_codegen::host::{
-    compile_entry, required_shims, ArenaPlanner, BumpPlanner, HostEntry, HostOptions, IoKind, LoopFn, ShimTable,
+    compile_entry, decode_dims, required_shims, ArenaPlanner, BumpPlanner, HostEntry, HostOptions, IoKind, LoopFn,
+    ShimTable,
 };
 use qgc_ir::interp::{eval_op, MapWeights, Tensor};
 use qgc_ir::{Bindings, DType, Graph};
@@ -44,22 +45,10 @@ unsafe fn write(p: *mut u8, t: &Tensor) {
     }
 }
 
-/// Decodes `dims`: `count` shapes, each `rank, d0, ...`.
-unsafe fn shapes(dims: *const i64, count: usize) -> Vec<Vec<usize>> {
-    let mut at = dims;
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        let r = *at as usize;
-        out.push((1..=r).map(|k| *at.add(k) as usize).collect());
-        at = at.add(r + 1);
-    }
-    out
-}
-
 unsafe fn shim_body(cx: &mut InterpCtx, node: usize, args: *const *mut u8, dims: *const i64) -> Result<(), String> {
     let n = &cx.graph.nodes[node];
     let (nin, nout) = (n.inputs.len(), n.outputs.len());
-    let shapes = shapes(dims, nin + nout);
+    let shapes = decode_dims(dims, nin + nout);
     for (j, ty) in n.inputs.iter().map(|v| cx.graph.ty(*v)).chain(&n.outputs).enumerate() {
         if shapes[j] != ty.eval(&cx.bind) {
             return Err(format!("{}: value {j} has dims {:?}, expected {}", n.name, shapes[j], ty));

@@ -66,27 +66,41 @@ pub fn bf16_operand(op: &Op, k: usize) -> bool {
     )
 }
 
-/// Row-major concatenation of `parts` (each `shape`) along `axis`.
-fn concat<T: Copy>(parts: &[(&[usize], &[T])], axis: usize) -> Vec<T> {
+/// Row-major concatenation of `parts` (each `shape`) along `axis` into `out` (load time, and
+/// the `concat` shim on 4-byte words).
+pub(crate) fn concat_into<T: Copy>(parts: &[(&[usize], &[T])], axis: usize, out: &mut [T]) {
     let outer: usize = parts[0].0[..axis].iter().product();
-    let mut out = Vec::with_capacity(parts.iter().map(|(_, d)| d.len()).sum());
+    let mut at = 0;
     for o in 0..outer {
         for (shape, data) in parts {
             let inner: usize = shape[axis..].iter().product();
-            out.extend_from_slice(&data[o * inner..][..inner]);
+            out[at..at + inner].copy_from_slice(&data[o * inner..][..inner]);
+            at += inner;
         }
     }
+}
+
+fn concat<T: Copy + Default>(parts: &[(&[usize], &[T])], axis: usize) -> Vec<T> {
+    let mut out = vec![T::default(); parts.iter().map(|(_, d)| d.len()).sum()];
+    concat_into(parts, axis, &mut out);
     out
 }
 
-/// Row-major slice `start..start+len` along `axis` of `data` (`shape`).
-fn slice<T: Copy>(shape: &[usize], data: &[T], axis: usize, start: usize, len: usize) -> Vec<T> {
+/// Row-major slice `start..start+len` along `axis` of `data` (`shape`) into `out`.
+pub(crate) fn slice_into<T: Copy>(shape: &[usize], data: &[T], axis: usize, start: usize, len: usize, out: &mut [T]) {
     let outer: usize = shape[..axis].iter().product();
     let inner: usize = shape[axis + 1..].iter().product();
-    let mut out = Vec::with_capacity(outer * len * inner);
     for o in 0..outer {
-        out.extend_from_slice(&data[(o * shape[axis] + start) * inner..][..len * inner]);
+        out[o * len * inner..][..len * inner]
+            .copy_from_slice(&data[(o * shape[axis] + start) * inner..][..len * inner]);
     }
+}
+
+fn slice<T: Copy + Default>(shape: &[usize], data: &[T], axis: usize, start: usize, len: usize) -> Vec<T> {
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    let mut out = vec![T::default(); outer * len * inner];
+    slice_into(shape, data, axis, start, len, &mut out);
     out
 }
 
@@ -140,7 +154,7 @@ pub fn eval_load<'w>(g: &Graph, node: usize, weights: &'w dyn RawWeights) -> Res
 /// `gate`, `up: [E, I, H]` stacked per expert into `[E, 2I, H]` (each expert's I gate rows then
 /// its I up rows, the layout `moe::moe_experts` reads), in bf16 when both are bf16.
 pub fn stack_experts<'w>(gate: &HostTensor<'w>, up: &HostTensor<'w>, experts: usize) -> HostTensor<'w> {
-    fn stack<T: Copy>(g: &[T], u: &[T], experts: usize) -> Vec<T> {
+    fn stack<T: Copy + Default>(g: &[T], u: &[T], experts: usize) -> Vec<T> {
         let e = experts.max(1);
         concat(&[(&[e, g.len() / e][..], g), (&[e, u.len() / e][..], u)], 1)
     }

@@ -111,7 +111,8 @@ pub(crate) struct CpuEntry {
     pub operand_weights: Vec<Vec<Option<usize>>>,
     /// Per `moe_experts` node: its gate/up stack `[E, 2I, H]`.
     pub expert_stacks: BTreeMap<usize, usize>,
-    arena: Mutex<Vec<u64>>,
+    /// The arena and the MoE scratch, kept between calls (one call at a time).
+    scratch: Mutex<(Vec<u64>, MoeScratch)>,
 }
 
 /// What the shims see through `ctx` during one call.
@@ -292,20 +293,22 @@ impl<'w> CpuModel<'w> {
             };
         }
         let bytes = e.host.arena_bytes().eval(bind) as usize;
-        let mut arena = e.arena.lock().unwrap_or_else(|p| p.into_inner());
+        let mut scratch = e.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let (arena, moe) = &mut *scratch;
         if arena.len() * 8 < bytes + 64 {
             arena.resize((bytes + 64).div_ceil(8), 0);
         }
         let base = arena.as_mut_ptr() as *mut u8;
         // SAFETY: `base` points into the arena vector, which has `bytes + 64` bytes.
         let arena_ptr = unsafe { base.add(base.align_offset(64)) };
-        let mut cx = Ctx { entry: e, tensors: &self.tensors, bind: *bind, error: None, moe: MoeScratch::new() };
+        let mut cx = Ctx { entry: e, tensors: &self.tensors, bind: *bind, error: None, moe: std::mem::take(moe) };
         let (b, s, p) = (bind.b as i64, bind.s as i64, bind.p as i64);
         // SAFETY: io holds one buffer per slot of its type under `bind` (inputs checked above,
         // outputs freshly allocated, weights bound at load with their slot's element count), the
         // arena has the planned bytes, and ctx is the Ctx the shims expect.
         let status = unsafe { (e.host.func())(&mut cx as *mut Ctx as *mut u8, arena_ptr, io.as_ptr(), b, s, p) };
-        drop(arena);
+        *moe = std::mem::take(&mut cx.moe);
+        drop(scratch);
         if status != 0 {
             return Err(CompiledError::Kernel(cx.error.unwrap_or_else(|| format!("{} failed", entry.name()))));
         }
@@ -422,6 +425,13 @@ impl<'w> Binder<'w> {
             .iter()
             .map(|s| if s.kind == IoKind::Weight { by_name.get(&s.name).copied() } else { None })
             .collect();
-        Ok(CpuEntry { graph: g, host, slot_tensors, operand_weights, expert_stacks, arena: Mutex::new(Vec::new()) })
+        Ok(CpuEntry {
+            graph: g,
+            host,
+            slot_tensors,
+            operand_weights,
+            expert_stacks,
+            scratch: Mutex::new((Vec::new(), MoeScratch::new())),
+        })
     }
 }

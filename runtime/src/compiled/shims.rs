@@ -8,13 +8,14 @@
 //! elementwise ops when chains are not compiled) run the interpreter's `eval_op` on copies.
 //! A panic inside a kernel (a broken internal invariant) becomes an error, never an abort.
 
+use super::load::{concat_into, slice_into};
 use super::Ctx;
 use crate::cpu::attention::{self, AttnDims, KvShape};
 use crate::cpu::gdn::{self, GdnDims, GdnInputs};
 use crate::cpu::linear::{linear, Epilogue};
 use crate::cpu::{embed, moe, norm, rope, HeadLayout, WeightRef};
 use crate::weights::HostTensor;
-use qgc_codegen::host::{LoopFn, ShimFn, ShimTable};
+use qgc_codegen::host::{decode_dims, LoopFn, ShimFn, ShimTable};
 use qgc_ir::interp::{eval_op, Tensor};
 use qgc_ir::{DType, Op};
 use rayon::prelude::*;
@@ -30,14 +31,7 @@ pub(crate) struct Call {
 impl Call {
     /// Decodes `dims` (`rank, d0, ..` per value) for `count` values.
     unsafe fn new(node: usize, nin: usize, count: usize, args: *const *mut u8, dims: *const i64) -> Call {
-        let mut at = dims;
-        let mut shapes = Vec::with_capacity(count);
-        for _ in 0..count {
-            let r = *at as usize;
-            shapes.push((1..=r).map(|k| *at.add(k) as usize).collect());
-            at = at.add(r + 1);
-        }
-        Call { node, nin, args, shapes }
+        Call { node, nin, args, shapes: decode_dims(dims, count) }
     }
 
     fn shape(&self, j: usize) -> &[usize] {
@@ -100,7 +94,7 @@ unsafe fn run(ctx: *mut u8, node: i64, args: *const *mut u8, dims: *const i64, b
     let node = node as usize;
     let n = &cx.entry.graph.nodes[node];
     let call = Call::new(node, n.inputs.len(), n.inputs.len() + n.outputs.len(), args, dims);
-    let name = n.name.clone();
+    let entry = cx.entry;
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(cx, &call)));
     let msg = match r {
         Ok(Ok(())) => return 0,
@@ -110,7 +104,7 @@ unsafe fn run(ctx: *mut u8, node: i64, args: *const *mut u8, dims: *const i64, b
             format!("kernel panicked: {}", what.unwrap_or_default())
         }
     };
-    cx.error = Some(format!("{name}: {msg}"));
+    cx.error = Some(format!("{}: {msg}", entry.graph.nodes[node].name));
     1
 }
 
@@ -432,32 +426,22 @@ unsafe fn words<'a>(c: &Call, j: usize) -> &'a [u32] {
     std::slice::from_raw_parts(*c.args.add(j) as *const u32, c.numel(j))
 }
 
+/// Value `j` (a result) as writable raw 4-byte words.
+unsafe fn words_mut<'a>(c: &Call, j: usize) -> &'a mut [u32] {
+    std::slice::from_raw_parts_mut(*c.args.add(j) as *mut u32, c.numel(j))
+}
+
 fn slice_body(cx: &mut Ctx, c: &Call) -> Result<(), String> {
     let Op::Slice { axis, start, len } = cx.entry.graph.nodes[c.node].op else { unreachable!() };
-    let x = c.shape(0);
-    let (outer, inner) = (x[..axis].iter().product::<usize>(), x[axis + 1..].iter().product::<usize>());
-    unsafe {
-        let (src, dst) = (words(c, 0), std::slice::from_raw_parts_mut(*c.args.add(1) as *mut u32, c.numel(1)));
-        for o in 0..outer {
-            dst[o * len * inner..][..len * inner].copy_from_slice(&src[(o * x[axis] + start) * inner..][..len * inner]);
-        }
-    }
+    unsafe { slice_into(c.shape(0), words(c, 0), axis, start, len, words_mut(c, 1)) };
     Ok(())
 }
 
 fn concat_body(cx: &mut Ctx, c: &Call) -> Result<(), String> {
     let Op::Concat { axis } = cx.entry.graph.nodes[c.node].op else { unreachable!() };
-    let outer: usize = c.shape(0)[..axis].iter().product();
     unsafe {
-        let dst = std::slice::from_raw_parts_mut(*c.args.add(c.nin) as *mut u32, c.numel(c.nin));
-        let mut at = 0;
-        for o in 0..outer {
-            for j in 0..c.nin {
-                let inner: usize = c.shape(j)[axis..].iter().product();
-                dst[at..at + inner].copy_from_slice(&words(c, j)[o * inner..][..inner]);
-                at += inner;
-            }
-        }
+        let parts: Vec<(&[usize], &[u32])> = (0..c.nin).map(|j| (c.shape(j), words(c, j))).collect();
+        concat_into(&parts, axis, words_mut(c, c.nin));
     }
     Ok(())
 }

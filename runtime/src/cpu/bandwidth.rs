@@ -64,7 +64,8 @@ pub fn read_pass(bytes: &[u8]) -> f32 {
     words.par_chunks(chunk).map(|c| dispatch!(S => sum::<S>(c))).sum()
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// The median of `v` (the upper one for an even length), sorting `v`.
+pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
