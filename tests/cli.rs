@@ -293,7 +293,7 @@ fn compile_prints_the_flagship_numbers_and_is_deterministic() {
     assert_eq!(code, 0, "{err}");
     assert!(inspected.starts_with(out.lines().take(7).collect::<Vec<_>>().join("\n").as_str()), "{inspected}");
     assert!(inspected.contains("graph prefill {") && inspected.contains("graph decode {"));
-    assert!(inspected.contains("gated_delta_rule chunk=64") && inspected.contains("gated_delta_rule recurrent"));
+    assert!(inspected.contains("gated_delta_rule chunk=64") && inspected.contains("gated_delta_rule chunk=none"));
     let _ = std::fs::remove_dir_all(&tmp);
 }
 

@@ -98,7 +98,7 @@ pub fn dot(g: &Graph, title: &str) -> String {
             ),
             op => {
                 let mut label = op.name().to_string();
-                let a = op.attrs();
+                let a = op.attr_text();
                 if !a.is_empty() {
                     label.push('\n');
                     label.push_str(&a);

@@ -1,6 +1,7 @@
 //! The graph: nodes in topological order, each with a name, an op, operands and result types.
 
-use crate::op::Op;
+use crate::op::{Op, View};
+use crate::poly::Poly;
 use crate::types::TensorType;
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +106,26 @@ impl Graph {
             w.push(here);
         }
         w
+    }
+
+    /// Where node `node`'s result sits in its operand's bytes when it is a view (the op table's
+    /// [`View`]): `Some(byte offset)` for a reshape, and for a slice that is contiguous — every
+    /// dim before its axis is the constant 1, so the slice is one run of `len · Π dims after axis`
+    /// elements starting `start · Π dims after axis` in (slicing the last axis of `[B,1,200]` is
+    /// not contiguous for `B > 1`); `None` for any other node, which writes bytes of its own.
+    pub fn view_offset(&self, node: usize) -> Option<Poly> {
+        let n = &self.nodes[node];
+        match (n.op.info().view, &n.op) {
+            (View::No, _) => None,
+            (View::Always, _) => Some(Poly::zero()),
+            (View::Contiguous, Op::Slice { axis, start, .. }) => {
+                let x = self.ty(n.inputs[0]);
+                let leading_ones = x.shape[..*axis].iter().all(|d| d.as_const() == Some(1));
+                let (inner, exact) = Poly::numel(&x.shape[axis + 1..]);
+                (leading_ones && exact).then(|| inner.scale((*start * x.dtype.size()) as u64))
+            }
+            (View::Contiguous, op) => unreachable!("{}: a contiguous view other than slice", op.name()),
+        }
     }
 
     /// Node count by op name, sorted by name (for summaries and fusion counters).

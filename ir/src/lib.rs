@@ -2,6 +2,8 @@
 //! the verifier, the text printer, lowering from spec to graph, and the reference interpreter
 //! (`interp`), which defines what every op means.
 
+pub mod attr;
+pub mod cases;
 pub mod dot;
 pub mod graph;
 mod infer;
@@ -16,7 +18,7 @@ pub mod verify;
 
 pub use graph::{Graph, Node, Value};
 pub use lower::{lower, LowerOptions, Program, StateDecl};
-pub use op::{Op, OpClass};
+pub use op::{Arity, InPlace, Op, OpClass, OpInfo, Pointwise, Sharing, View, OP_INFOS};
 pub use poly::Poly;
 pub use print::print;
 pub use spec::{ModelSpec, SpecError, SpecErrors, SpecFile};

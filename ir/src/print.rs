@@ -33,7 +33,7 @@ pub fn print(g: &Graph) -> String {
             (0..n.outputs.len()).map(|j| format!("%{i}.{j}")).collect::<Vec<_>>().join(", ")
         };
         let mut rhs = n.op.name().to_string();
-        let attrs = n.op.attrs();
+        let attrs = n.op.attr_text();
         if !attrs.is_empty() {
             rhs.push(' ');
             rhs.push_str(&attrs);

@@ -21,7 +21,7 @@
 use crate::analysis::QGraph;
 use crate::lang::Node;
 use egg::{Id, Language};
-use qgc_ir::{Bindings, TensorType};
+use qgc_ir::{Bindings, Op, TensorType, View};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Cost of one kernel launch, in bytes moved (~4 µs at ~1 GB/ms of memory bandwidth).
@@ -43,7 +43,7 @@ pub fn node_cost(eg: &QGraph, class: Id, node: &Node) -> f64 {
     if !operands.is_empty() && operands.iter().all(|&c| eg[c].data.weight_only) {
         return 0.0;
     }
-    if matches!(*name, "reshape" | "slice") {
+    if Op::info_by_name(name).is_some_and(|i| i.view != View::No) {
         return VIEW;
     }
     let moved: f64 =

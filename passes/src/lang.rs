@@ -5,10 +5,11 @@
 //! Values of multi-result ops are explicit projections: `(get 1 (add_rms_norm ...))`. Region
 //! leaves (weights, inputs and values computed outside the region) are `Leaf(k)` nodes whose
 //! types the analysis holds. [`split`] and [`join`] convert between [`Op`] and (name,
-//! attributes); [`OP_NAMES`] lists every op the language knows.
+//! attributes), both derived from the IR's op table; [`op_name`] says which ops the language knows.
 
 use egg::{FromOp, Id, Language};
-use qgc_ir::{Dim, Op};
+use qgc_ir::attr::{AttrKind, AttrValue};
+use qgc_ir::{Dim, Op, OpClass};
 use std::fmt;
 
 /// An attribute value.
@@ -71,42 +72,12 @@ impl Node {
     }
 }
 
-/// Every op name the language knows (the IR's op table).
-pub const OP_NAMES: &[&str] = &[
-    "embed",
-    "reshape",
-    "slice",
-    "concat",
-    "matmul",
-    "add",
-    "mul",
-    "silu",
-    "sigmoid",
-    "softplus",
-    "exp",
-    "neg",
-    "scale",
-    "mask_padding",
-    "rms_norm",
-    "gated_rms_norm",
-    "l2_norm",
-    "rope",
-    "kv_append",
-    "attention",
-    "causal_conv1d",
-    "gated_delta_rule",
-    "moe_route",
-    "moe_experts",
-    "softmax",
-    "top_k",
-    "renormalize",
-    "add_rms_norm",
-    "rms_norm_rope",
-    "matmul_swiglu",
-    "matmul_sigmoid_gate",
-    "sigmoid_gate_matmul",
-    "gdn_gates",
-];
+/// The `&'static` name of the op called `name`, if the language has it (every op of the IR's
+/// op table but the sources, which are region leaves).
+pub fn op_name(name: &str) -> Option<&'static str> {
+    let info = Op::info_by_name(name)?;
+    (info.class != OpClass::Source).then_some(info.name)
+}
 
 /// `(u8 variant, op name)`: coarse enough that nodes of one discriminant sort contiguously.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -175,7 +146,7 @@ impl FromOp for Node {
         if op == "get" && children.len() == 2 {
             return Ok(Node::Get([children[0], children[1]]));
         }
-        if let Some(name) = OP_NAMES.iter().find(|n| **n == op) {
+        if let Some(name) = op_name(op) {
             return Ok(Node::Op(name, children));
         }
         if !children.is_empty() {
@@ -192,103 +163,58 @@ impl FromOp for Node {
     }
 }
 
-fn f32a(v: f32) -> Attr {
-    Attr::F32(v.to_bits())
+impl Attr {
+    /// The e-graph form of an IR attribute value; `None` for names and types (only sources
+    /// have those, and sources are leaves).
+    pub fn of_value(v: &AttrValue) -> Option<Attr> {
+        Some(match v {
+            AttrValue::Int(i) => Attr::Int(i64::try_from(*i).ok()?),
+            AttrValue::OptInt(o) => Attr::Int(match o {
+                Some(i) => i64::try_from(*i).ok()?,
+                None => -1,
+            }),
+            AttrValue::F32(x) => Attr::F32(x.to_bits()),
+            AttrValue::F64(x) => Attr::F64(x.to_bits()),
+            AttrValue::Flag(b) => Attr::Bool(*b),
+            AttrValue::Shape(s) => Attr::Shape(s.iter().map(|d| (d.constant, d.coeffs)).collect()),
+            AttrValue::Str(_) | AttrValue::Type(_) => return None,
+        })
+    }
+
+    /// The IR attribute value of kind `kind` this encodes, if it is one.
+    pub fn to_value(&self, kind: AttrKind) -> Option<AttrValue> {
+        Some(match (kind, self) {
+            (AttrKind::Int, Attr::Int(i)) => AttrValue::Int(usize::try_from(*i).ok()?),
+            (AttrKind::OptInt, Attr::Int(-1)) => AttrValue::OptInt(None),
+            (AttrKind::OptInt, Attr::Int(i)) => AttrValue::OptInt(Some(usize::try_from(*i).ok()?)),
+            (AttrKind::F32, Attr::F32(b)) => AttrValue::F32(f32::from_bits(*b)),
+            (AttrKind::F64, Attr::F64(b)) => AttrValue::F64(f64::from_bits(*b)),
+            (AttrKind::Flag, Attr::Bool(b)) => AttrValue::Flag(*b),
+            (AttrKind::Shape, Attr::Shape(s)) => {
+                AttrValue::Shape(s.iter().map(|&(constant, coeffs)| Dim { constant, coeffs }).collect())
+            }
+            _ => return None,
+        })
+    }
 }
 
-fn int(v: usize) -> Attr {
-    Attr::Int(v as i64)
-}
-
-/// An op's name and attributes, in the order they lead its e-node's children. Sources
-/// (`Input`, `Weight`) are region leaves, never op nodes: `None`.
+/// An op's name and attributes, in the order they lead its e-node's children (the op table's
+/// declaration order). Sources (`Input`, `Weight`) are region leaves, never op nodes: `None`.
 pub fn split(op: &Op) -> Option<(&'static str, Vec<Attr>)> {
-    let attrs = match op {
-        Op::Input { .. } | Op::Weight { .. } => return None,
-        Op::Reshape { shape } => vec![Attr::Shape(shape.iter().map(|d| (d.constant, d.coeffs)).collect())],
-        Op::Slice { axis, start, len } => vec![int(*axis), int(*start), int(*len)],
-        Op::Concat { axis } => vec![int(*axis)],
-        Op::Scale { by } => vec![f32a(*by)],
-        Op::RmsNorm { eps, zero_centred } | Op::AddRmsNorm { eps, zero_centred } => {
-            vec![f32a(*eps), Attr::Bool(*zero_centred)]
-        }
-        Op::GatedRmsNorm { eps } | Op::L2Norm { eps } => vec![f32a(*eps)],
-        Op::Rope { theta, rotary_dim } => vec![Attr::F64(theta.to_bits()), int(*rotary_dim)],
-        Op::Attention { scale } => vec![f32a(*scale)],
-        Op::CausalConv1d { kernel } => vec![int(*kernel)],
-        Op::GatedDeltaRule { chunk } => vec![Attr::Int(chunk.map_or(-1, |c| c as i64))],
-        Op::MoeRoute { top_k, renormalize } => vec![int(*top_k), Attr::Bool(*renormalize)],
-        Op::TopK { k } => vec![int(*k)],
-        Op::RmsNormRope { eps, zero_centred, theta, rotary_dim } => {
-            vec![f32a(*eps), Attr::Bool(*zero_centred), Attr::F64(theta.to_bits()), int(*rotary_dim)]
-        }
-        Op::GdnGates { eps, q_scale } => vec![f32a(*eps), f32a(*q_scale)],
-        Op::Embed
-        | Op::MatMul
-        | Op::Add
-        | Op::Mul
-        | Op::Silu
-        | Op::Sigmoid
-        | Op::Softplus
-        | Op::Exp
-        | Op::Neg
-        | Op::MaskPadding
-        | Op::KvAppend
-        | Op::MoeExperts
-        | Op::Softmax
-        | Op::Renormalize
-        | Op::MatMulSwiGlu
-        | Op::MatMulSigmoidGate
-        | Op::SigmoidGateMatMul => vec![],
-    };
+    if op.class() == OpClass::Source {
+        return None;
+    }
+    let attrs = op.attrs().iter().map(|(_, v)| Attr::of_value(v)).collect::<Option<Vec<_>>>()?;
     Some((op.name(), attrs))
 }
 
 /// The op named `name` with attributes `a` (the inverse of [`split`]); `None` when they do not
 /// fit.
 pub fn join(name: &str, a: &[Attr]) -> Option<Op> {
-    use Attr::{Bool as B, Int as I, F32 as F, F64 as D};
-    let u = |v: &i64| usize::try_from(*v).ok();
-    let f = |b: &u32| f32::from_bits(*b);
-    Some(match (name, a) {
-        ("reshape", [Attr::Shape(s)]) => {
-            Op::Reshape { shape: s.iter().map(|&(constant, coeffs)| Dim { constant, coeffs }).collect() }
-        }
-        ("slice", [I(x), I(s), I(l)]) => Op::Slice { axis: u(x)?, start: u(s)?, len: u(l)? },
-        ("concat", [I(x)]) => Op::Concat { axis: u(x)? },
-        ("scale", [F(b)]) => Op::Scale { by: f(b) },
-        ("rms_norm", [F(e), B(z)]) => Op::RmsNorm { eps: f(e), zero_centred: *z },
-        ("add_rms_norm", [F(e), B(z)]) => Op::AddRmsNorm { eps: f(e), zero_centred: *z },
-        ("gated_rms_norm", [F(e)]) => Op::GatedRmsNorm { eps: f(e) },
-        ("l2_norm", [F(e)]) => Op::L2Norm { eps: f(e) },
-        ("rope", [D(t), I(r)]) => Op::Rope { theta: f64::from_bits(*t), rotary_dim: u(r)? },
-        ("attention", [F(s)]) => Op::Attention { scale: f(s) },
-        ("causal_conv1d", [I(k)]) => Op::CausalConv1d { kernel: u(k)? },
-        ("gated_delta_rule", [I(c)]) => Op::GatedDeltaRule { chunk: u(c) },
-        ("moe_route", [I(k), B(r)]) => Op::MoeRoute { top_k: u(k)?, renormalize: *r },
-        ("top_k", [I(k)]) => Op::TopK { k: u(k)? },
-        ("rms_norm_rope", [F(e), B(z), D(t), I(r)]) => {
-            Op::RmsNormRope { eps: f(e), zero_centred: *z, theta: f64::from_bits(*t), rotary_dim: u(r)? }
-        }
-        ("gdn_gates", [F(e), F(s)]) => Op::GdnGates { eps: f(e), q_scale: f(s) },
-        (_, [_, ..]) => return None,
-        ("embed", []) => Op::Embed,
-        ("matmul", []) => Op::MatMul,
-        ("add", []) => Op::Add,
-        ("mul", []) => Op::Mul,
-        ("silu", []) => Op::Silu,
-        ("sigmoid", []) => Op::Sigmoid,
-        ("softplus", []) => Op::Softplus,
-        ("exp", []) => Op::Exp,
-        ("neg", []) => Op::Neg,
-        ("mask_padding", []) => Op::MaskPadding,
-        ("kv_append", []) => Op::KvAppend,
-        ("moe_experts", []) => Op::MoeExperts,
-        ("softmax", []) => Op::Softmax,
-        ("renormalize", []) => Op::Renormalize,
-        ("matmul_swiglu", []) => Op::MatMulSwiGlu,
-        ("matmul_sigmoid_gate", []) => Op::MatMulSigmoidGate,
-        ("sigmoid_gate_matmul", []) => Op::SigmoidGateMatMul,
-        _ => return None,
-    })
+    let kinds = Op::attr_names(name)?;
+    if kinds.len() != a.len() {
+        return None;
+    }
+    let vals = kinds.iter().zip(a).map(|((_, k), a)| a.to_value(*k)).collect::<Option<Vec<_>>>()?;
+    Op::from_attrs(name, &vals).filter(|op| op.class() != OpClass::Source)
 }

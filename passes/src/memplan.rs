@@ -43,7 +43,7 @@
 
 pub mod slots;
 
-use qgc_ir::{Bindings, Graph, Op, OpClass, Poly, Value};
+use qgc_ir::{Bindings, Graph, Op, Poly, Sharing, Value};
 pub use slots::{place_intervals, Interval, IntervalPlan, Slots};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -143,16 +143,15 @@ pub fn representative(g: &Graph) -> Bindings {
     }
 }
 
-/// Operand positions that result `result` of `op` may overwrite in place: pointwise results
-/// only, where element `i` of the result depends on element `i` of the operand alone
-/// (`Add`/`Mul` either operand, unary maps and `MaskPadding` the first, `AddRmsNorm`'s sum
-/// either addend). Kernels marked in place must read each element before writing it.
-pub fn in_place_operands(op: &Op, result: usize) -> &'static [usize] {
-    match (op, result) {
-        (Op::Add | Op::Mul | Op::AddRmsNorm { .. }, 0) => &[0, 1],
-        (op, 0) if op.class() == OpClass::Elementwise => &[0],
-        _ => &[],
-    }
+/// Operand positions that result `result` of `op` may overwrite in place: the op table's
+/// [`qgc_ir::InPlace`] pairs of that result, except appends (which need a buffer with spare capacity,
+/// something only the runtime's state has). Kernels marked in place read each element before
+/// writing it, or update their operand.
+pub fn in_place_operands(op: &Op, result: usize) -> Vec<usize> {
+    (op.info().in_place.iter())
+        .filter(|p| p.result == result && !matches!(p.sharing, Sharing::Append { .. }))
+        .map(|p| p.operand)
+        .collect()
 }
 
 /// Plans `g` (a verified graph). Infallible: anything it cannot prove becomes a plain buffer.
@@ -247,18 +246,7 @@ impl<'g> Planner<'g> {
 
     /// `Some((operand, byte offset))` when node `i` is a view of its operand.
     fn view_of(&self, i: usize) -> Option<(Value, Poly)> {
-        let n = &self.g.nodes[i];
-        match n.op {
-            Op::Reshape { .. } => Some((n.inputs[0], Poly::zero())),
-            Op::Slice { axis, start, .. } => {
-                let ty = self.g.ty(n.inputs[0]);
-                let outer_unit = ty.shape[..axis].iter().all(|d| d.as_const() == Some(1));
-                let (inner, exact) = Poly::numel(&ty.shape[axis + 1..]);
-                let elem = ty.dtype.size() as u64;
-                (outer_unit && exact).then(|| (n.inputs[0], inner.scale(start as u64 * elem)))
-            }
-            _ => None,
-        }
+        self.g.view_offset(i).map(|off| (self.g.nodes[i].inputs[0], off))
     }
 
     /// Gives each graph output's arena buffer its caller buffer when the output covers all of
@@ -280,7 +268,7 @@ impl<'g> Planner<'g> {
     /// Places buffer `v` of node `i` over a dying operand's slot when legal.
     fn try_in_place(&mut self, i: usize, v: Value) -> bool {
         let n = &self.g.nodes[i];
-        for &pos in in_place_operands(&n.op, v.index) {
+        for pos in in_place_operands(&n.op, v.index) {
             let x = n.inputs[pos];
             let (root, off) = (self.spots[&x].root, &self.spots[&x].offset);
             let Some(&slot) = self.slot_of.get(&root) else { continue };

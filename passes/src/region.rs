@@ -196,7 +196,7 @@ fn interface(g: &Graph, key: String, nodes: Vec<usize>, outside: &BTreeSet<Value
             args.push(format!("x{k}:{}", g.ty(*v)));
         }
         let name = abstract_name(&n.name, &mut nums);
-        let _ = writeln!(sig, "{name} = {} {} ({})", n.op.name(), n.op.attrs(), args.join(", "));
+        let _ = writeln!(sig, "{name} = {} {} ({})", n.op.name(), n.op.attr_text(), args.join(", "));
     }
     let live_out: Vec<Value> = outside.iter().copied().collect();
     let outs: Vec<String> = live_out.iter().map(|v| format!("n{}.{}", local[&v.node], v.index)).collect();

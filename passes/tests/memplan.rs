@@ -73,9 +73,15 @@ fn verified_view(g: &Graph, seen: &Seen, x: &Seen, b: &Bindings) -> bool {
 /// Whether result `r` may share its bytes with operand `u` because it is written in place.
 fn in_place(g: &Graph, u: &Seen, r: &Seen) -> bool {
     let n = &g.nodes[r.v.node];
+    // Pointwise results over either operand; row-wise kernels (norms, RoPE, the GDN gates' q/k)
+    // over the operand they normalise; recurrent state updated in place.
     let allowed: &[usize] = match (&n.op, r.v.index) {
         (Op::Add | Op::Mul | Op::AddRmsNorm { .. }, 0) => &[0, 1],
         (Op::Silu | Op::Sigmoid | Op::Softplus | Op::Exp | Op::Neg | Op::Scale { .. } | Op::MaskPadding, 0) => &[0],
+        (Op::L2Norm { .. } | Op::Rope { .. } | Op::RmsNormRope { .. } | Op::GdnGates { .. }, 0) => &[0],
+        (Op::GdnGates { .. }, 1) => &[1],
+        (Op::CausalConv1d { .. }, 1) => &[2],
+        (Op::GatedDeltaRule { .. }, 1) => &[5],
         _ => &[],
     };
     let reads = allowed.iter().any(|&k| n.inputs[k] == u.v);
@@ -395,7 +401,7 @@ fn the_compile_report_shows_the_plan() {
     let (f, report) = optimise(&p.decode, &Options::default(), &mut |_, _| {}).unwrap();
     assert_eq!(report.memplan.as_ref(), Some(&memplan::plan(&f)), "the plan of the optimised graph");
     let text = report.to_string();
-    for want in ["  memplan ", "arena 3.62 KiB vs naive 29.75 KiB (12.2%) at B=1,S=1,P=4096", "    arena   = 3712·B"] {
+    for want in ["  memplan ", "arena 3.19 KiB vs naive 29.75 KiB (10.7%) at B=1,S=1,P=4096", "    arena   = 3264·B"] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
 }

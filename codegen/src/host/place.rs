@@ -207,19 +207,3 @@ pub fn check_plan(requests: &[ArenaRequest], plan: &ArenaPlan, bind: &Bindings) 
     }
     Ok(())
 }
-
-/// A view's place relative to the value it views: `Some(byte offset)` for a reshape and for a
-/// slice that is contiguous (every dim before its axis is 1), `None` for any other op.
-pub fn view_offset(g: &Graph, node: usize) -> Option<Poly> {
-    let n = &g.nodes[node];
-    match &n.op {
-        Op::Reshape { .. } => Some(Poly::zero()),
-        Op::Slice { axis, start, .. } => {
-            let x = g.ty(n.inputs[0]);
-            let leading_ones = x.shape[..*axis].iter().all(|d| d.as_const() == Some(1));
-            let (inner, exact) = Poly::numel(&x.shape[axis + 1..]);
-            (leading_ones && exact).then(|| inner.scale((*start * x.dtype.size()) as u64))
-        }
-        _ => None,
-    }
-}

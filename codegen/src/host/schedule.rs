@@ -9,7 +9,7 @@
 
 use super::chain::{Bcast, Binary, EwChain, EwNode, Unary};
 use super::math::Precision;
-use super::place::{view_offset, ArenaPlanner, ArenaRequest, Base, IoKind, IoTable, Loc};
+use super::place::{ArenaPlanner, ArenaRequest, Base, IoKind, IoTable, Loc};
 use super::HostError;
 use qgc_ir::{Graph, Op, Poly, TensorType, Value};
 use std::collections::BTreeMap;
@@ -220,7 +220,7 @@ fn steps(g: &Graph, opts: &HostOptions, outputs: &BTreeMap<Value, usize>) -> (Ve
     let mut steps = Vec::new();
     let mut chains: Vec<EwChain> = Vec::new();
     for (i, n) in g.nodes.iter().enumerate() {
-        if matches!(n.op, Op::Input { .. } | Op::Weight { .. }) || view_offset(g, i).is_some() {
+        if matches!(n.op, Op::Input { .. } | Op::Weight { .. }) || g.view_offset(i).is_some() {
             continue;
         }
         match member[i] {
@@ -291,7 +291,7 @@ pub fn schedule(g: &Graph, opts: &HostOptions, planner: &dyn ArenaPlanner) -> Re
 fn roots(g: &Graph) -> Vec<Vec<Value>> {
     let mut root: Vec<Vec<Value>> = Vec::with_capacity(g.nodes.len());
     for (i, n) in g.nodes.iter().enumerate() {
-        let r = if view_offset(g, i).is_some() {
+        let r = if g.view_offset(i).is_some() {
             vec![root[n.inputs[0].node][n.inputs[0].index]]
         } else {
             (0..n.outputs.len()).map(|index| Value { node: i, index }).collect()
@@ -338,7 +338,7 @@ fn locate(
     let mut locs: Vec<Vec<Option<Loc>>> = Vec::with_capacity(g.nodes.len());
     for (i, n) in g.nodes.iter().enumerate() {
         let io_loc = |k: Option<usize>| Some(Loc { base: Base::Io(k.expect("io slot")), offset: Poly::zero() });
-        let l = match (&n.op, view_offset(g, i)) {
+        let l = match (&n.op, g.view_offset(i)) {
             (Op::Input { name, .. }, _) => vec![io_loc(io.slot(IoKind::Input, name))],
             (Op::Weight { name, .. }, _) => vec![io_loc(io.slot(IoKind::Weight, name))],
             (_, Some(off)) => {
