@@ -165,10 +165,12 @@ const CASES: &[(&str, Setup, &str)] = &[
         let a = t.join("m.qgc");
         let (code, _, err) = qgc(&["compile", "models/qwen3-next-tiny.json", "-o", &a.display().to_string()], t);
         assert_eq!(code, 0, "{err}");
-        let b = std::fs::read(&a).unwrap();
-        std::fs::write(&a, &b[..1000]).unwrap();
+        // Magic and version as compiled, a payload length of 5000, then 980 bytes of it.
+        let mut b = std::fs::read(&a).unwrap()[..1000].to_vec();
+        b[12..20].copy_from_slice(&5000u64.to_le_bytes());
+        std::fs::write(&a, &b).unwrap();
         vec!["inspect".into(), a.display().to_string()]
-    }, "error: $TMP/m.qgc: truncated artifact: 1000 bytes, header says 172790"),
+    }, "error: $TMP/m.qgc: truncated artifact: 1000 bytes, header says 5052"),
     ("artifact: compiled twice", |t| {
         let a = t.join("m.qgc");
         let (code, _, err) = qgc(&["compile", "models/qwen3-next-tiny.json", "-o", &a.display().to_string()], t);

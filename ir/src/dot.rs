@@ -3,8 +3,8 @@
 //! Deterministic text that depends only on the graph: nodes in graph order (`n{index}`), each
 //! labelled with its op name, key attributes and result type, its node name as tooltip. Weights
 //! are small grey boxes labelled by shape (checkpoint name as tooltip); nodes of the weight-only
-//! subgraph ([`Graph::weight_only`], `[load]` in the printer) are dashed; each layer (`l{i}`,
-//! `mtp{j}`) is a cluster; fused ops are filled by family. Every node carries a DOT `class`
+//! subgraph ([`Graph::weight_only`], `[load]` in the printer) are dashed; each layer (the node's
+//! `origin.layer`: `l{i}`, `mtp{j}`) is a cluster; fused ops are filled by family. Every node carries a DOT `class`
 //! (`input`, `weight`, `load` or `kernel`), which SVG output keeps.
 
 use crate::graph::Graph;
@@ -14,14 +14,6 @@ use std::fmt::Write;
 /// Escapes a DOT double-quoted string.
 fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-/// The layer a name belongs to: `l3.attn.q` -> `l3`, `state.l3.k` -> `l3`, `mtp0.norm` -> `mtp0`.
-fn layer_of(name: &str) -> Option<&str> {
-    let name = name.strip_prefix("state.").unwrap_or(name);
-    let head = name.split('.').next()?;
-    let digits = head.strip_prefix("mtp").or_else(|| head.strip_prefix('l'))?;
-    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && name.len() > head.len()).then_some(head)
 }
 
 /// Fill colour of a compute node: fused ops by family (saturated), the rest by class (pale).
@@ -57,7 +49,8 @@ pub fn dot(g: &Graph, title: &str) -> String {
         outs[v.node].push(name);
     }
     // Cluster of each node: its own layer, or (sources and load nodes) its first user's.
-    let mut cluster: Vec<Option<&str>> = g.nodes.iter().map(|n| layer_of(&n.name)).collect();
+    let prefixes: Vec<Option<String>> = g.nodes.iter().map(|n| n.origin.layer.map(|l| l.prefix())).collect();
+    let mut cluster: Vec<Option<&str>> = prefixes.iter().map(|p| p.as_deref()).collect();
     for i in (0..g.nodes.len()).rev() {
         let n = &g.nodes[i];
         if cluster[i].is_none() && (matches!(n.op, Op::Weight { .. }) || load[i]) {
@@ -163,13 +156,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn layers() {
-        assert_eq!(layer_of("l3.attn.q"), Some("l3"));
-        assert_eq!(layer_of("state.l12.k"), Some("l12"));
-        assert_eq!(layer_of("mtp0.norm"), Some("mtp0"));
-        assert_eq!(layer_of("logits"), None);
-        assert_eq!(layer_of("l"), None);
-        assert_eq!(layer_of("lm_head"), None);
+    fn escapes() {
         assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

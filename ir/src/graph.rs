@@ -14,11 +14,135 @@ pub struct Value {
     pub index: usize,
 }
 
+/// A decoder layer of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Layer {
+    /// Layer `i` of the main stack (`l{i}`).
+    Main(usize),
+    /// Layer `j` of the multi-token-prediction block (`mtp{j}`).
+    Mtp(usize),
+}
+
+impl Layer {
+    /// The prefix of its node names: `l7`, `mtp0`.
+    pub fn prefix(self) -> String {
+        match self {
+            Layer::Main(i) => format!("l{i}"),
+            Layer::Mtp(j) => format!("mtp{j}"),
+        }
+    }
+
+    /// Its index within its stack.
+    pub fn index(self) -> usize {
+        match self {
+            Layer::Main(i) | Layer::Mtp(i) => i,
+        }
+    }
+
+    /// The layer `delta` places after this one in the same stack (`None` below 0).
+    pub fn offset(self, delta: isize) -> Option<Layer> {
+        let i = self.index().checked_add_signed(delta)?;
+        Some(match self {
+            Layer::Main(_) => Layer::Main(i),
+            Layer::Mtp(_) => Layer::Mtp(i),
+        })
+    }
+
+    /// `other`'s position relative to this layer, when both are in the same stack.
+    pub fn delta(self, other: Layer) -> Option<isize> {
+        match (self, other) {
+            (Layer::Main(a), Layer::Main(b)) | (Layer::Mtp(a), Layer::Mtp(b)) => Some(b as isize - a as isize),
+            _ => None,
+        }
+    }
+}
+
+/// The sequence mixer of a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Mixer {
+    /// Gated DeltaNet (linear attention).
+    GatedDeltaNet,
+    /// Gated full attention.
+    GatedAttention,
+}
+
+/// The feed-forward block of a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Ffn {
+    /// Sparse mixture of experts.
+    Moe,
+    /// Dense SwiGLU MLP.
+    Dense,
+}
+
+/// What kind of layer a node belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LayerKind {
+    /// Its mixer.
+    pub mixer: Mixer,
+    /// Its feed-forward block.
+    pub ffn: Ffn,
+}
+
+/// What a node does in the model, coarsely (its name says it finely).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub enum Role {
+    /// Nothing recorded.
+    #[default]
+    Other,
+    /// A graph input (tokens, positions, a state tensor, the MTP's hidden input).
+    Input,
+    /// A checkpoint tensor, or a value computed from weights alone.
+    Weight,
+    /// The token embedding, and the MTP block's input projection.
+    Embed,
+    /// A layer's normalisation of the residual stream (input and post-mixer norms).
+    Norm,
+    /// Inside the sequence mixer.
+    Mixer,
+    /// The residual add after the mixer.
+    MixerResidual,
+    /// Inside the feed-forward block.
+    Ffn,
+    /// The residual add that ends a layer: the layer's output.
+    LayerOutput,
+    /// The final norm and the vocabulary projection.
+    Head,
+}
+
+/// Where a node sits in the model, recorded by lowering and kept by every pass on what it makes:
+/// passes read structure from here, never from names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub struct Origin {
+    /// The decoder layer, if any.
+    pub layer: Option<Layer>,
+    /// That layer's kind.
+    pub kind: Option<LayerKind>,
+    /// The node's role.
+    pub role: Role,
+}
+
+impl Origin {
+    /// A node of `layer` (of `kind`) with `role`.
+    pub fn layer(layer: Layer, kind: LayerKind, role: Role) -> Origin {
+        Origin { layer: Some(layer), kind: Some(kind), role }
+    }
+
+    /// A node outside any layer with `role`.
+    pub fn role(role: Role) -> Origin {
+        Origin { layer: None, kind: None, role }
+    }
+}
+
 /// One operation instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Node {
-    /// `l{layer}.{role}` (or `embed`, `final_norm`, `logits`, ...). Unique within a graph.
+    /// `l{layer}.{role}` (or `embed`, `final_norm`, `logits`, ...). Unique within a graph; for
+    /// people (printing, diffing against HF layer by layer), never read by passes.
     pub name: String,
+    /// Layer, layer kind and role.
+    #[serde(default)]
+    pub origin: Origin,
     /// What it computes.
     pub op: Op,
     /// Operands; each refers to an earlier node.
@@ -56,12 +180,23 @@ impl Graph {
 
     /// Appends a node after inferring its result types; errors name the node.
     pub fn add(&mut self, name: impl Into<String>, op: Op, inputs: &[Value]) -> Result<Vec<Value>, crate::IrError> {
+        self.add_at(Origin::default(), name, op, inputs)
+    }
+
+    /// [`Graph::add`] with the node's [`Origin`].
+    pub fn add_at(
+        &mut self,
+        origin: Origin,
+        name: impl Into<String>,
+        op: Op,
+        inputs: &[Value],
+    ) -> Result<Vec<Value>, crate::IrError> {
         let name = name.into();
         let tys: Vec<&TensorType> = inputs.iter().map(|v| self.ty(*v)).collect();
         let outputs = op.infer(&tys).map_err(|message| crate::IrError::Node { node: name.clone(), message })?;
         let node = self.nodes.len();
         let n = outputs.len();
-        self.nodes.push(Node { name, op, inputs: inputs.to_vec(), outputs });
+        self.nodes.push(Node { name, origin, op, inputs: inputs.to_vec(), outputs });
         Ok((0..n).map(|index| Value { node, index }).collect())
     }
 

@@ -16,7 +16,7 @@ pub mod spec;
 pub mod types;
 pub mod verify;
 
-pub use graph::{Graph, Node, Value};
+pub use graph::{Ffn, Graph, Layer, LayerKind, Mixer, Node, Origin, Role, Value};
 pub use lower::{lower, LowerOptions, Program, StateDecl};
 pub use op::{Arity, InPlace, Op, OpClass, OpInfo, Pointwise, Sharing, View, OP_INFOS};
 pub use poly::Poly;

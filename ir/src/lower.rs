@@ -16,7 +16,7 @@
 
 mod mtp;
 
-use crate::graph::{Graph, Value};
+use crate::graph::{Ffn, Graph, Layer, LayerKind, Mixer, Origin, Role, Value};
 use crate::op::Op;
 use crate::spec::{AttnSpec, FfnSpec, GdnSpec, LayerSpec, MixerSpec, ModelSpec, MoeSpec};
 use crate::types::{const_shape, DType, Dim, Shape, Sym, TensorType};
@@ -98,15 +98,19 @@ struct Ctx<'a> {
     s: Dim,
     positions: Value,
     gdn_chunk: Option<usize>,
+    /// The origin of the nodes being built (layer, its kind, role).
+    at: Origin,
 }
 
 fn build(spec: &ModelSpec, name: &str, fixed_seq: Option<usize>, gdn_chunk: Option<usize>) -> Result<Graph, IrError> {
     let (mut cx, tokens) = Ctx::start(spec, name, fixed_seq, gdn_chunk)?;
+    cx.at = Origin::role(Role::Embed);
     let table = cx.weight("model.embed_tokens.weight", &[spec.vocab_size, spec.hidden_size])?;
     let mut x = cx.op("embed", Op::Embed, &[table, tokens])?;
     for (i, layer) in spec.layers.iter().enumerate() {
-        x = cx.layer(&format!("l{i}"), &format!("model.layers.{i}"), layer, x)?;
+        x = cx.layer(Layer::Main(i), &format!("model.layers.{i}"), layer, x)?;
     }
+    cx.at = Origin::role(Role::Head);
     let h = cx.norm("final_norm", x, "model.norm.weight")?;
     let logits = cx.lm_head("logits", h)?;
     cx.g.outputs.insert(0, ("logits".into(), logits));
@@ -129,26 +133,47 @@ impl<'a> Ctx<'a> {
         g.fixed_seq = fixed_seq;
         let (b, s) = (Dim::sym(Sym::B), g.seq_dim());
         let ids = TensorType::new(vec![b, s], DType::I32);
-        let tokens = g.add1("tokens", Op::Input { name: "tokens".into(), ty: ids.clone() }, &[])?;
-        let positions = g.add1("positions", Op::Input { name: "positions".into(), ty: ids }, &[])?;
-        Ok((Ctx { g, spec, b, s, positions, gdn_chunk }, tokens))
+        let input = Origin::role(Role::Input);
+        let tokens = g.add_at(input, "tokens", Op::Input { name: "tokens".into(), ty: ids.clone() }, &[])?[0];
+        let positions = g.add_at(input, "positions", Op::Input { name: "positions".into(), ty: ids }, &[])?[0];
+        Ok((Ctx { g, spec, b, s, positions, gdn_chunk, at: Origin::default() }, tokens))
     }
 
     /// One decoder layer on the residual stream `x` `[B,S,H]` (qwen3-next.md §3.1): node names
-    /// under `l` (`l7`, `mtp0`), weights under `p` (`model.layers.7`, `mtp.layers.0`).
-    fn layer(&mut self, l: &str, p: &str, layer: &LayerSpec, x: Value) -> Result<Value, IrError> {
+    /// under `layer`'s prefix (`l7`, `mtp0`), weights under `p` (`model.layers.7`, `mtp.layers.0`).
+    fn layer(&mut self, layer: Layer, p: &str, spec: &LayerSpec, x: Value) -> Result<Value, IrError> {
+        let l = &layer.prefix();
+        let kind = LayerKind {
+            mixer: match spec.mixer {
+                MixerSpec::GatedDeltanet(_) => Mixer::GatedDeltaNet,
+                MixerSpec::GatedAttention(_) => Mixer::GatedAttention,
+            },
+            ffn: match spec.ffn {
+                FfnSpec::Moe(_) => Ffn::Moe,
+                FfnSpec::Dense(_) => Ffn::Dense,
+            },
+        };
+        let role = |r| Origin::layer(layer, kind, r);
+        self.at = role(Role::Norm);
         let h = self.norm(&format!("{l}.input_norm"), x, &format!("{p}.input_layernorm.weight"))?;
-        let m = match &layer.mixer {
+        self.at = role(Role::Mixer);
+        let m = match &spec.mixer {
             MixerSpec::GatedDeltanet(gdn) => self.gdn(l, p, gdn, h)?,
             MixerSpec::GatedAttention(at) => self.attention(l, p, at, h)?,
         };
+        self.at = role(Role::MixerResidual);
         let x = self.op(format!("{l}.mixer_residual"), Op::Add, &[x, m])?;
+        self.at = role(Role::Norm);
         let h = self.norm(&format!("{l}.post_norm"), x, &format!("{p}.post_attention_layernorm.weight"))?;
-        let f = match &layer.ffn {
+        self.at = role(Role::Ffn);
+        let f = match &spec.ffn {
             FfnSpec::Moe(moe) => self.moe(l, p, moe, h)?,
             FfnSpec::Dense(d) => self.swiglu(&format!("{l}.mlp"), &format!("{p}.mlp"), d.width, h)?,
         };
-        self.op(format!("{l}.ffn_residual"), Op::Add, &[x, f])
+        self.at = role(Role::LayerOutput);
+        let out = self.op(format!("{l}.ffn_residual"), Op::Add, &[x, f]);
+        self.at = Origin::default();
+        out
     }
 
     /// `h · lm_headᵀ` (the embedding when tied): `[B,S,H]` -> `[B,S,V]`.
@@ -159,7 +184,12 @@ impl<'a> Ctx<'a> {
     }
 
     fn op(&mut self, name: impl Into<String>, op: Op, ins: &[Value]) -> Result<Value, IrError> {
-        self.g.add1(name, op, ins)
+        Ok(self.multi(name, op, ins)?[0])
+    }
+
+    /// A node with several results, at the current origin.
+    fn multi(&mut self, name: impl Into<String>, op: Op, ins: &[Value]) -> Result<Vec<Value>, IrError> {
+        self.g.add_at(self.at, name, op, ins)
     }
 
     /// A weight node, created once per graph and reused (tied embeddings).
@@ -168,13 +198,15 @@ impl<'a> Ctx<'a> {
             return Ok(Value { node: i, index: 0 });
         }
         let ty = TensorType::f32(const_shape(dims));
-        self.op(name, Op::Weight { name: name.into(), ty }, &[])
+        let at = Origin { role: Role::Weight, ..self.at };
+        Ok(self.g.add_at(at, name, Op::Weight { name: name.into(), ty }, &[])?[0])
     }
 
     /// A state input `state.{l}.{what}` and its matching output (registered by the caller).
     fn state(&mut self, l: &str, what: &str, shape: Shape) -> Result<Value, IrError> {
         let name = format!("state.{l}.{what}");
-        self.op(name.clone(), Op::Input { name, ty: TensorType::f32(shape) }, &[])
+        let at = Origin { role: Role::Input, ..self.at };
+        Ok(self.g.add_at(at, name.clone(), Op::Input { name, ty: TensorType::f32(shape) }, &[])?[0])
     }
 
     fn ret_state(&mut self, l: &str, what: &str, v: Value) {
@@ -246,7 +278,7 @@ impl<'a> Ctx<'a> {
             &[cw],
         )?;
         let cs = self.state(l, "conv", vec![self.b, Dim::c(c.conv_dim()), Dim::c(c.conv_kernel - 1)])?;
-        let conv = self.g.add(format!("{l}.gdn.conv"), Op::CausalConv1d { kernel: c.conv_kernel }, &[mixed, cw, cs])?;
+        let conv = self.multi(format!("{l}.gdn.conv"), Op::CausalConv1d { kernel: c.conv_kernel }, &[mixed, cw, cs])?;
         self.ret_state(l, "conv", conv[1]);
         let u = self.op(format!("{l}.gdn.conv_act"), Op::Silu, &[conv[0]])?;
         let qc = self.slice(format!("{l}.gdn.conv_q"), u, 2, 0, hk * dk)?;
@@ -272,7 +304,7 @@ impl<'a> Ctx<'a> {
         let ss = self.state(l, "ssm", vec![self.b, Dim::c(hv), Dim::c(dk), Dim::c(dv)])?;
         let chunk = self.gdn_chunk;
         let o =
-            self.g.add(format!("{l}.gdn.delta_rule"), Op::GatedDeltaRule { chunk }, &[qs, kn, vc, gate, beta, ss])?;
+            self.multi(format!("{l}.gdn.delta_rule"), Op::GatedDeltaRule { chunk }, &[qs, kn, vc, gate, beta, ss])?;
         self.ret_state(l, "ssm", o[1]);
         // (j) gated norm, flatten, out_proj.
         let wn = self.weight(&format!("{a}.norm.weight"), &[dv])?;
@@ -349,7 +381,7 @@ impl<'a> Ctx<'a> {
         // Router as primitives (softmax, top-k, renormalise), so that the `fuse-router` rule is
         // what makes them one `moe_route` kernel.
         let probs = self.op(format!("{l}.moe.router_probs"), Op::Softmax, &[logits])?;
-        let top = self.g.add(format!("{l}.moe.top_k"), Op::TopK { k: c.top_k }, &[probs])?;
+        let top = self.multi(format!("{l}.moe.top_k"), Op::TopK { k: c.top_k }, &[probs])?;
         let weights =
             if c.norm_topk_prob { self.op(format!("{l}.moe.route"), Op::Renormalize, &[top[0]])? } else { top[0] };
         let gate = self.weight(&format!("{m}.experts.gate_proj"), &[e, w, hid])?;

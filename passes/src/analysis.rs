@@ -5,7 +5,7 @@
 
 use crate::lang::{join, Attr, Node};
 use egg::{Analysis, DidMerge, EGraph, Id};
-use qgc_ir::TensorType;
+use qgc_ir::{Origin, TensorType};
 use std::collections::BTreeMap;
 
 /// What an e-class holds.
@@ -54,27 +54,37 @@ pub struct LeafInfo {
     pub weight: bool,
 }
 
-/// The analysis: the region's leaf table, and node names (names do not affect equality: they
+/// What extraction names a node made from a class: the name (for people) and the origin (layer,
+/// layer kind, role) it carries into the optimised graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label {
+    /// Node name (the representative region's, e.g. `l3.attn.q_proj`).
+    pub name: String,
+    /// Node origin (the representative region's layer).
+    pub origin: Origin,
+}
+
+/// The analysis: the region's leaf table, and node labels (labels do not affect equality: they
 /// only label what extraction emits).
 #[derive(Debug, Clone, Default)]
 pub struct Shapes {
     /// `Leaf(k)` is `leaves[k]`.
     pub leaves: Vec<LeafInfo>,
-    /// Names given to classes (at import, or by a rule for what it creates), by the id they
-    /// were given to; a class's name is that of its smallest named id.
-    pub names: BTreeMap<Id, String>,
+    /// Labels given to classes (at import, or by a rule for what it creates), by the id they
+    /// were given to; a class's label is that of its smallest labelled id.
+    pub labels: BTreeMap<Id, Label>,
 }
 
-/// The name of `id`'s class, if any.
-pub fn name_of(eg: &QGraph, id: Id) -> Option<String> {
+/// The label of `id`'s class, if any.
+pub fn label_of(eg: &QGraph, id: Id) -> Option<Label> {
     let c = eg.find(id);
-    eg.analysis.names.iter().find(|(k, _)| eg.find(**k) == c).map(|(_, n)| n.clone())
+    eg.analysis.labels.iter().find(|(k, _)| eg.find(**k) == c).map(|(_, l)| l.clone())
 }
 
-/// Names `id`'s class `name` unless it has a name already.
-pub fn set_name(eg: &mut QGraph, id: Id, name: String) {
-    if name_of(eg, id).is_none() {
-        eg.analysis.names.insert(id, name);
+/// Labels `id`'s class unless it has a label already.
+pub fn set_label(eg: &mut QGraph, id: Id, label: Label) {
+    if label_of(eg, id).is_none() {
+        eg.analysis.labels.insert(id, label);
     }
 }
 

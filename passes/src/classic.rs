@@ -18,7 +18,7 @@ fn rebuild(g: &Graph, keep: &[bool], redirect: &BTreeMap<Value, Value>) -> Resul
             continue;
         }
         let ins: Vec<Value> = n.inputs.iter().map(|v| resolve(v, &map)).collect();
-        let vals = out.add(n.name.clone(), n.op.clone(), &ins)?;
+        let vals = out.add_at(n.origin, n.name.clone(), n.op.clone(), &ins)?;
         for (j, v) in vals.into_iter().enumerate() {
             map.insert(Value { node: i, index: j }, v);
         }

@@ -242,11 +242,12 @@ impl EggState {
             stats.push(s);
             templates.push(t);
         }
-        let mut per_region: Vec<Option<&region::Template>> = vec![None; self.regions.len()];
-        for (k, (_, members)) in self.kinds.iter().enumerate() {
-            members.iter().for_each(|&r| per_region[r] = Some(&templates[k]));
+        let mut per_region: Vec<Option<(&region::Template, Option<qgc_ir::Layer>)>> = vec![None; self.regions.len()];
+        for (k, (rep, members)) in self.kinds.iter().enumerate() {
+            let layer = self.regions[*rep].layer;
+            members.iter().for_each(|&r| per_region[r] = Some((&templates[k], layer)));
         }
-        let per_region: Vec<&region::Template> = per_region.into_iter().flatten().collect();
+        let per_region: Vec<(&region::Template, Option<qgc_ir::Layer>)> = per_region.into_iter().flatten().collect();
         let g = stamp::stamp(base, &self.regions, &per_region)
             .map_err(|err| PassError::Build { pass: name.into(), err })?;
         Ok((g, stats))

@@ -4,15 +4,17 @@
 //! region of its kind. Compile time then grows with the number of distinct layer kinds, not
 //! with depth.
 //!
-//! A region is a maximal run of consecutive non-source nodes with the same layer prefix
-//! (`l7`, `mtp0`, or none). A layer's `ffn_residual` add joins the region of the node after it
-//! (the next layer's, or the tail), so the residual add meets the RMSNorm that reads it. Sources
-//! (weights, inputs) belong to no region: a region reads them, and values of earlier regions,
-//! as numbered leaves. Two regions are of one kind when their [`Io::signature`]s agree: the
-//! region's text with layer numbers abstracted (`l7.attn.q_proj` → `l#1.attn.q_proj`,
-//! `model.layers.7.…` → `model.layers.#1.…`), leaf types and names, and which values leave it.
+//! Everything here reads structure from each node's [`Origin`] (recorded by lowering), never
+//! from names. A region is a maximal run of consecutive non-source nodes of the same layer
+//! (`origin.layer`; `None` for the head and tail). A layer's output (the residual add with
+//! [`Role::LayerOutput`]) joins the region of the node after it (the next layer's, or the tail),
+//! so the residual add meets the RMSNorm that reads it. Sources (weights, inputs) belong to no
+//! region: a region reads them, and values of earlier regions, as numbered leaves. Two regions
+//! are of one kind when their [`Io::signature`]s agree: each node's op, attributes, operand
+//! types and origin relative to the region's layer, the leaves' source kinds, and which values
+//! leave the region. Names play no part: renaming nodes does not change fusion.
 
-use qgc_ir::{Graph, Op, Value};
+use qgc_ir::{Graph, Layer, LayerKind, Op, OpClass, Origin, Role, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
@@ -28,25 +30,27 @@ pub enum Leaf {
 /// One region and its interface.
 #[derive(Debug, Clone)]
 pub struct Io {
-    /// The layer prefix (`l7`), or empty.
-    pub key: String,
+    /// Its layer (`None`: the head or tail).
+    pub layer: Option<Layer>,
     /// Its nodes, in graph order.
     pub nodes: Vec<usize>,
     /// Its leaves, in first-use order.
     pub leaves: Vec<Leaf>,
     /// Its values used after it (by later regions or as graph outputs), in node order.
     pub live_out: Vec<Value>,
-    /// The layer numbers its names mention, in first-mention order (`#k` stands for `nums[k]`).
-    pub nums: Vec<String>,
-    /// Structure with layer numbers abstracted: equal signatures, equal templates.
+    /// Structure with layers relative to the region's: equal signatures, equal templates.
     pub signature: String,
+    /// The kind of each layer its nodes belong to, by offset from [`Io::layer`].
+    pub kinds: BTreeMap<isize, Option<LayerKind>>,
 }
 
-/// A template node: an abstracted name, the op, and operands.
+/// A template node: name and origin (the representative region's), the op, and operands.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TNode {
-    /// Name with layer numbers as `#k`.
+    /// Name, as in the representative region.
     pub name: String,
+    /// Origin, as in the representative region.
+    pub origin: Origin,
     /// The op.
     pub op: Op,
     /// Operands.
@@ -71,83 +75,53 @@ pub struct Template {
     pub outs: Vec<TRef>,
 }
 
-fn layer_prefix(name: &str) -> String {
-    let head = name.split('.').next().unwrap_or("");
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let is_layer = head.strip_prefix('l').is_some_and(digits) || head.strip_prefix("mtp").is_some_and(digits);
-    if is_layer && head.len() < name.len() {
-        head.to_string()
-    } else {
-        String::new()
-    }
-}
-
-/// Replaces every layer number in `name` by `#k` (registering new numbers in `nums`).
-pub fn abstract_name(name: &str, nums: &mut Vec<String>) -> String {
-    let segs: Vec<&str> = name.split('.').collect();
-    let mut out = Vec::with_capacity(segs.len());
-    for (i, seg) in segs.iter().enumerate() {
-        let split = seg.find(|c: char| c.is_ascii_digit()).unwrap_or(seg.len());
-        let (head, num) = seg.split_at(split);
-        let numeric = !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit());
-        let layerish = matches!(head, "l" | "mtp") || (head.is_empty() && i > 0 && segs[i - 1] == "layers");
-        if numeric && layerish {
-            let k = nums.iter().position(|n| n == num).unwrap_or_else(|| {
-                nums.push(num.to_string());
-                nums.len() - 1
-            });
-            out.push(format!("{head}#{k}"));
-        } else {
-            out.push(seg.to_string());
-        }
-    }
-    out.join(".")
-}
-
-/// The inverse of [`abstract_name`] under `nums`.
-pub fn concrete_name(name: &str, nums: &[String]) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut rest = name;
-    while let Some(i) = rest.find('#') {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i + 1..];
-        let n = tail.find(|c: char| !c.is_ascii_digit()).unwrap_or(tail.len());
-        match tail[..n].parse::<usize>().ok().and_then(|k| nums.get(k)) {
-            Some(v) => out.push_str(v),
-            None => out.push_str(&rest[i..i + 1 + n]),
-        }
-        rest = &tail[n..];
-    }
-    out.push_str(rest);
-    out
-}
-
 fn is_source(op: &Op) -> bool {
-    matches!(op, Op::Input { .. } | Op::Weight { .. })
+    op.class() == OpClass::Source
+}
+
+/// The name and origin of a template node (made in the region of layer `from`) stamped into
+/// region `to`: its layer moved by the same offset, with that layer's kind, and the layer's name
+/// prefix with it. Names are for people; when one does not start with its layer's prefix, the
+/// new prefix is put in front so that names stay unique.
+pub fn restamp(name: &str, origin: Origin, from: Option<Layer>, to: &Io) -> (String, Origin) {
+    let (Some(l), Some(from), Some(target)) = (origin.layer, from, to.layer) else { return (name.to_string(), origin) };
+    let Some(d) = from.delta(l) else { return (name.to_string(), origin) };
+    let Some(moved) = target.offset(d) else { return (name.to_string(), origin) };
+    let kind = to.kinds.get(&d).copied().unwrap_or(origin.kind);
+    let origin = Origin { layer: Some(moved), kind, ..origin };
+    if moved == l {
+        return (name.to_string(), origin);
+    }
+    let (old, new) = (format!("{}.", l.prefix()), format!("{}.", moved.prefix()));
+    let name = match name.strip_prefix(&old) {
+        Some(rest) => format!("{new}{rest}"),
+        None => format!("{new}{name}"),
+    };
+    (name, origin)
 }
 
 /// Cuts `g` into regions (module doc), in graph order.
 pub fn partition(g: &Graph) -> Vec<Io> {
     let ops: Vec<usize> = (0..g.nodes.len()).filter(|&i| !is_source(&g.nodes[i].op)).collect();
-    let mut keys: Vec<String> = ops.iter().map(|&i| layer_prefix(&g.nodes[i].name)).collect();
+    let mut keys: Vec<Option<Layer>> = ops.iter().map(|&i| g.nodes[i].origin.layer).collect();
     for j in (0..ops.len()).rev() {
-        if g.nodes[ops[j]].name.ends_with(".ffn_residual") && j + 1 < ops.len() {
-            keys[j] = keys[j + 1].clone();
+        if g.nodes[ops[j]].origin.role == Role::LayerOutput && j + 1 < ops.len() {
+            keys[j] = keys[j + 1];
         }
     }
-    let mut runs: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut runs: Vec<(Option<Layer>, Vec<usize>)> = Vec::new();
     for (j, &i) in ops.iter().enumerate() {
         match runs.last_mut() {
             Some((k, nodes)) if *k == keys[j] => nodes.push(i),
-            _ => runs.push((keys[j].clone(), vec![i])),
+            _ => runs.push((keys[j], vec![i])),
         }
     }
     let used_after = uses_outside(g, &runs);
-    runs.into_iter().zip(used_after).map(|((key, nodes), outside)| interface(g, key, nodes, &outside)).collect()
+    runs.into_iter().zip(used_after).map(|((layer, nodes), outside)| interface(g, layer, nodes, &outside)).collect()
 }
 
 /// Per run, the values it produces that something outside it reads.
-fn uses_outside(g: &Graph, runs: &[(String, Vec<usize>)]) -> Vec<BTreeSet<Value>> {
+fn uses_outside(g: &Graph, runs: &[(Option<Layer>, Vec<usize>)]) -> Vec<BTreeSet<Value>> {
     let mut run_of = vec![usize::MAX; g.nodes.len()];
     for (r, (_, nodes)) in runs.iter().enumerate() {
         nodes.iter().for_each(|&i| run_of[i] = r);
@@ -169,10 +143,23 @@ fn uses_outside(g: &Graph, runs: &[(String, Vec<usize>)]) -> Vec<BTreeSet<Value>
     out
 }
 
-/// Leaves, live-outs, layer numbers and the signature of one run.
-fn interface(g: &Graph, key: String, nodes: Vec<usize>, outside: &BTreeSet<Value>) -> Io {
+/// An origin relative to region layer `layer`: the layer as an offset (`@-1` for the previous
+/// layer's output) and the role. (Not the layer kind: the kind of the layer whose output a
+/// region starts with differs between regions of one structure; stamping takes each region's
+/// own kinds from [`Io::kinds`].)
+fn relative(o: &Origin, layer: Option<Layer>) -> String {
+    let at = match (layer, o.layer) {
+        (Some(r), Some(l)) => r.delta(l).map_or("@?".to_string(), |d| format!("@{d}")),
+        (None, Some(l)) => format!("@{}", l.prefix()),
+        (_, None) => "@-".to_string(),
+    };
+    format!("{at} {:?}", o.role)
+}
+
+/// Leaves, live-outs and the signature of one run.
+fn interface(g: &Graph, layer: Option<Layer>, nodes: Vec<usize>, outside: &BTreeSet<Value>) -> Io {
     let local: BTreeMap<usize, usize> = nodes.iter().enumerate().map(|(j, &i)| (i, j)).collect();
-    let (mut leaves, mut nums, mut sig) = (Vec::<Leaf>::new(), Vec::new(), String::new());
+    let (mut leaves, mut sig) = (Vec::<Leaf>::new(), String::new());
     for &i in &nodes {
         let n = &g.nodes[i];
         let mut args = Vec::new();
@@ -186,7 +173,7 @@ fn interface(g: &Graph, key: String, nodes: Vec<usize>, outside: &BTreeSet<Value
                 let _ = match leaf {
                     Leaf::Source(s) => {
                         let src = &g.nodes[s];
-                        writeln!(sig, "x{}: {} {}", leaves.len(), abstract_name(&src.name, &mut nums), src.op.name())
+                        writeln!(sig, "x{}: {} {}", leaves.len(), src.op.name(), relative(&src.origin, layer))
                     }
                     Leaf::Ext(_) => writeln!(sig, "x{}: ext", leaves.len()),
                 };
@@ -195,13 +182,15 @@ fn interface(g: &Graph, key: String, nodes: Vec<usize>, outside: &BTreeSet<Value
             });
             args.push(format!("x{k}:{}", g.ty(*v)));
         }
-        let name = abstract_name(&n.name, &mut nums);
-        let _ = writeln!(sig, "{name} = {} {} ({})", n.op.name(), n.op.attr_text(), args.join(", "));
+        let at = relative(&n.origin, layer);
+        let _ = writeln!(sig, "{} {} ({}) {at}", n.op.name(), n.op.attr_text(), args.join(", "));
     }
     let live_out: Vec<Value> = outside.iter().copied().collect();
     let outs: Vec<String> = live_out.iter().map(|v| format!("n{}.{}", local[&v.node], v.index)).collect();
     let _ = writeln!(sig, "out {}", outs.join(", "));
-    Io { key, nodes, leaves, live_out, nums, signature: sig }
+    let kinds =
+        (nodes.iter().map(|&i| g.nodes[i].origin)).filter_map(|o| Some((layer?.delta(o.layer?)?, o.kind))).collect();
+    Io { layer, nodes, leaves, live_out, signature: sig, kinds }
 }
 
 /// Groups regions by signature: `(representative, members)` in order of first appearance.

@@ -2,14 +2,14 @@
 //! (each an egg [`Runner`] with explicit limits, its [`StopReason`] recorded), and extract a
 //! [`Template`]. The e-graph is never pruned; each phase continues on it, and extraction reads it.
 
-use crate::analysis::{set_name, LeafInfo, QGraph, Shapes};
+use crate::analysis::{set_label, Label, LeafInfo, QGraph, Shapes};
 use crate::extract::extract;
 use crate::lang::{split, Attr, Node};
-use crate::region::{abstract_name, Io, Leaf, TNode, TRef, Template};
+use crate::region::{Io, Leaf, TNode, TRef, Template};
 use crate::rules::{get, Rw};
 use crate::PassError;
 use egg::{Id, Runner, SimpleScheduler, StopReason};
-use qgc_ir::{Graph, Op, Value};
+use qgc_ir::{Graph, Op, OpClass, Role, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -68,8 +68,8 @@ impl KindRun {
     pub fn import(g: &Graph, io: &Io, regions: usize) -> KindRun {
         let leaf_of: BTreeMap<Leaf, usize> = io.leaves.iter().enumerate().map(|(k, l)| (*l, k)).collect();
         let leaves = io.leaves.iter().map(|l| leaf_info(g, *l)).collect();
-        let mut eg = QGraph::new(Shapes { leaves, names: BTreeMap::new() });
-        let (mut vals, mut nums) = (BTreeMap::<Value, Id>::new(), io.nums.clone());
+        let mut eg = QGraph::new(Shapes { leaves, labels: BTreeMap::new() });
+        let mut vals = BTreeMap::<Value, Id>::new();
         for &i in &io.nodes {
             let n = &g.nodes[i];
             let (name, attrs) = split(&n.op).expect("regions hold no sources");
@@ -78,14 +78,15 @@ impl KindRun {
                 let id = match vals.get(v) {
                     Some(&id) => id,
                     None => {
-                        let leaf = if g.nodes[v.node].inputs.is_empty() { Leaf::Source(v.node) } else { Leaf::Ext(*v) };
+                        let source = g.nodes[v.node].op.class() == OpClass::Source;
+                        let leaf = if source { Leaf::Source(v.node) } else { Leaf::Ext(*v) };
                         eg.add(Node::Leaf(leaf_of[&leaf] as u32))
                     }
                 };
                 ch.push(id);
             }
             let c = eg.add(Node::Op(name, ch));
-            set_name(&mut eg, c, abstract_name(&n.name, &mut nums));
+            set_label(&mut eg, c, Label { name: n.name.clone(), origin: n.origin });
             for j in 0..n.outputs.len() {
                 let v = if n.outputs.len() == 1 { c } else { get(&mut eg, j, c) };
                 vals.insert(Value { node: i, index: j }, v);
@@ -93,7 +94,7 @@ impl KindRun {
         }
         eg.rebuild();
         let roots = io.live_out.iter().map(|v| vals[v]).collect();
-        let label = if io.key.is_empty() { "-".to_string() } else { io.key.clone() };
+        let label = io.layer.map_or_else(|| "-".to_string(), |l| l.prefix());
         KindRun { eg, roots, label, regions }
     }
 
@@ -136,8 +137,8 @@ impl KindRun {
         let err = |message: String| PassError::Extract { kind: self.label.clone(), message };
         let (choice, cost) = extract(&self.eg, &self.roots).ok_or_else(|| err("no acyclic extraction".into()))?;
         let mut named = BTreeMap::new();
-        for (c, n) in &self.eg.analysis.names {
-            named.entry(self.eg.find(*c)).or_insert_with(|| n.clone());
+        for (c, l) in &self.eg.analysis.labels {
+            named.entry(self.eg.find(*c)).or_insert_with(|| l.clone());
         }
         let mut e = Emitter {
             eg: &self.eg,
@@ -165,28 +166,29 @@ fn leaf_info(g: &Graph, l: Leaf) -> LeafInfo {
 struct Emitter<'a> {
     eg: &'a QGraph,
     choice: &'a BTreeMap<Id, Node>,
-    named: BTreeMap<Id, String>,
+    named: BTreeMap<Id, Label>,
     used: BTreeSet<String>,
     memo: BTreeMap<Id, TRef>,
     nodes: Vec<TNode>,
 }
 
 impl Emitter<'_> {
-    /// The class's own name if free, else `hint`, made unique.
-    fn pick_name(&mut self, c: Id, hint: Option<String>, op: &str) -> String {
-        let own = self.named.get(&c).filter(|n| !self.used.contains(*n)).cloned();
-        let base = own.or(hint).unwrap_or_else(|| op.to_string());
-        let mut name = base.clone();
+    /// The class's own label if its name is free, else `hint` (the name made unique), else the
+    /// op name.
+    fn pick_label(&mut self, c: Id, hint: Option<Label>, op: &str) -> Label {
+        let own = self.named.get(&c).filter(|l| !self.used.contains(&l.name)).cloned();
+        let base = own.or(hint).unwrap_or_else(|| Label { name: op.to_string(), origin: Default::default() });
+        let mut name = base.name.clone();
         let mut k = 2;
         while self.used.contains(&name) {
-            name = format!("{base}.{k}");
+            name = format!("{}.{k}", base.name);
             k += 1;
         }
         self.used.insert(name.clone());
-        name
+        Label { name, origin: base.origin }
     }
 
-    fn emit(&mut self, c: Id, hint: Option<String>) -> Result<TRef, String> {
+    fn emit(&mut self, c: Id, hint: Option<Label>) -> Result<TRef, String> {
         let c = self.eg.find(c);
         if let Some(r) = self.memo.get(&c) {
             return Ok(*r);
@@ -209,21 +211,24 @@ impl Emitter<'_> {
         Ok(r)
     }
 
-    fn emit_op(&mut self, c: Id, name: &'static str, ch: &[Id], hint: Option<String>) -> Result<TRef, String> {
-        let my = self.pick_name(c, hint, name);
+    fn emit_op(&mut self, c: Id, name: &'static str, ch: &[Id], hint: Option<Label>) -> Result<TRef, String> {
+        let my = self.pick_label(c, hint, name);
         let n_attrs = ch.iter().take_while(|&&a| self.eg[a].data.attr().is_some()).count();
         let attrs: Vec<Attr> = ch[..n_attrs].iter().filter_map(|&a| self.eg[a].data.attr().cloned()).collect();
         let op = crate::lang::join(name, &attrs).ok_or_else(|| format!("{name}: bad attributes {attrs:?}"))?;
         let mut inputs = Vec::with_capacity(ch.len() - n_attrs);
         for &x in &ch[n_attrs..] {
+            let weight_only = self.eg[x].data.weight_only;
             let hint = match self.choice.get(&self.eg.find(x)) {
-                Some(Node::Op(n, _)) if self.eg[x].data.weight_only => format!("{my}.{n}_weight"),
-                Some(Node::Op(n, _)) => format!("{my}.{n}"),
-                _ => format!("{my}.value"),
+                Some(Node::Op(n, _)) if weight_only => format!("{}.{n}_weight", my.name),
+                Some(Node::Op(n, _)) => format!("{}.{n}", my.name),
+                _ => format!("{}.value", my.name),
             };
-            inputs.push(self.emit(x, Some(hint))?);
+            let role = if weight_only { Role::Weight } else { my.origin.role };
+            let origin = qgc_ir::Origin { role, ..my.origin };
+            inputs.push(self.emit(x, Some(Label { name: hint, origin }))?);
         }
-        self.nodes.push(TNode { name: my, op, inputs });
+        self.nodes.push(TNode { name: my.name, origin: my.origin, op, inputs });
         Ok(TRef::Node(self.nodes.len() - 1, 0))
     }
 }

@@ -17,7 +17,7 @@
 //! `num_layers > 1`.
 
 use super::Ctx;
-use crate::graph::Graph;
+use crate::graph::{Graph, Layer, Origin, Role};
 use crate::op::Op;
 use crate::spec::{ModelSpec, MtpSpec};
 use crate::types::{DType, Dim, TensorType};
@@ -29,7 +29,9 @@ pub(super) fn build(spec: &ModelSpec, mtp: &MtpSpec) -> Result<Graph, IrError> {
     let (mut cx, tokens) = Ctx::start(spec, "mtp", None, None)?;
     let (h, v) = (spec.hidden_size, spec.vocab_size);
     let ty = TensorType::new(vec![cx.b, cx.s, Dim::c(h)], DType::F32);
+    cx.at = Origin::role(Role::Input);
     let hidden = cx.op("hidden", Op::Input { name: "hidden".into(), ty }, &[])?;
+    cx.at = Origin::role(Role::Embed);
     let table = cx.weight("model.embed_tokens.weight", &[v, h])?;
     let e = cx.op("mtp.embed", Op::Embed, &[table, tokens])?;
     let e = cx.norm("mtp.embed_norm", e, "mtp.pre_fc_norm_embedding.weight")?;
@@ -37,8 +39,9 @@ pub(super) fn build(spec: &ModelSpec, mtp: &MtpSpec) -> Result<Graph, IrError> {
     let cat = cx.op("mtp.fc_input", Op::Concat { axis: 2 }, &[e, hn])?;
     let mut x = cx.linear("mtp.fc", cat, "mtp.fc.weight", h, 2 * h)?;
     for j in 0..mtp.num_layers {
-        x = cx.layer(&format!("mtp{j}"), &format!("mtp.layers.{j}"), &mtp.layer, x)?;
+        x = cx.layer(Layer::Mtp(j), &format!("mtp.layers.{j}"), &mtp.layer, x)?;
     }
+    cx.at = Origin::role(Role::Head);
     let d = cx.norm("mtp.final_norm", x, "mtp.norm.weight")?;
     let logits = cx.lm_head("logits", d)?;
     cx.g.outputs.insert(0, ("logits".into(), logits));

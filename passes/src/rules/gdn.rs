@@ -2,7 +2,7 @@
 //! l2norm, scale) becomes one `gdn_gates` kernel.
 
 use super::{add_checked, bound, get, union, Rw};
-use crate::analysis::{name_of, set_name, QGraph, Shapes};
+use crate::analysis::{label_of, set_label, Label, QGraph, Shapes};
 use crate::lang::{Attr, Node};
 use egg::{rewrite as rw, Applier, Id, PatternAst, Subst, Symbol};
 
@@ -49,8 +49,10 @@ impl Applier<Node, Shapes> for GdnGates {
         let mut children = vec![e, sc];
         children.extend(["?q", "?k", "?a", "?b", "?dt", "?alog"].map(|v| bound(s, v)));
         let Some(fused) = add_checked(eg, Node::op("gdn_gates", children)) else { return vec![] };
-        if let Some((prefix, _)) = name_of(eg, eclass).as_deref().and_then(|n| n.rsplit_once('.')) {
-            set_name(eg, fused, format!("{prefix}.gates"));
+        if let Some(l) = label_of(eg, eclass) {
+            let name =
+                l.name.rsplit_once('.').map_or_else(|| format!("{}.gates", l.name), |(p, _)| format!("{p}.gates"));
+            set_label(eg, fused, Label { name, origin: l.origin });
         }
         let mut changed = vec![];
         for (i, cls) in ops.into_iter().enumerate() {

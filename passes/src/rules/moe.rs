@@ -4,7 +4,7 @@
 //! stacked op (`moe_experts`).
 
 use super::{add_checked, attr, bound, get, union, Checked, Rw};
-use crate::analysis::{name_of, set_name, QGraph, Shapes};
+use crate::analysis::{label_of, set_label, QGraph, Shapes};
 use crate::lang::{Attr, Node};
 use egg::{rewrite as rw, Applier, Id, PatternAst, Subst, Symbol};
 
@@ -47,8 +47,8 @@ impl Applier<Node, Shapes> for Router {
         let Some(tk) = add_checked(eg, Node::op("top_k", vec![k, sm])) else { return vec![] };
         let renorm = attr(eg, Attr::Bool(self.0));
         let Some(route) = add_checked(eg, Node::op("moe_route", vec![k, renorm, l])) else { return vec![] };
-        if let Some(n) = name_of(eg, eclass) {
-            set_name(eg, route, n);
+        if let Some(l) = label_of(eg, eclass) {
+            set_label(eg, route, l);
         }
         let (w, ix, old_ix) = (get(eg, 0, route), get(eg, 1, route), get(eg, 1, tk));
         union(eg, eclass, w).into_iter().chain(union(eg, old_ix, ix)).collect()

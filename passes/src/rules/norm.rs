@@ -2,7 +2,7 @@
 //! q/k norm of attention.
 
 use super::{add_checked, bound, get, union, Checked, Rw};
-use crate::analysis::{name_of, set_name, QGraph, Shapes};
+use crate::analysis::{label_of, set_label, QGraph, Shapes};
 use crate::lang::Node;
 use egg::{rewrite as rw, Applier, Id, PatternAst, Subst, Symbol};
 
@@ -26,8 +26,8 @@ impl Applier<Node, Shapes> for ResidualNorm {
         let [eps, zc, a, b, w] = ["?eps", "?zc", "?a", "?b", "?w"].map(|v| bound(s, v));
         let Some(sum) = add_checked(eg, Node::op("add", vec![a, b])) else { return vec![] };
         let Some(fused) = add_checked(eg, Node::op("add_rms_norm", vec![eps, zc, a, b, w])) else { return vec![] };
-        if let Some(n) = name_of(eg, eclass) {
-            set_name(eg, fused, n);
+        if let Some(l) = label_of(eg, eclass) {
+            set_label(eg, fused, l);
         }
         let (g0, g1) = (get(eg, 0, fused), get(eg, 1, fused));
         union(eg, sum, g0).into_iter().chain(union(eg, eclass, g1)).collect()

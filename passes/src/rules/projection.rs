@@ -6,7 +6,7 @@
 //! (`Graph::weight_only`), which a runtime evaluates once at load, never per call.
 
 use super::{add_checked, attr, bound, union, Rw};
-use crate::analysis::{name_of, set_name, QGraph, Shapes};
+use crate::analysis::{label_of, set_label, Label, QGraph, Shapes};
 use crate::lang::{Attr, Node};
 use egg::{Applier, Id, MultiPattern, PatternAst, Rewrite, Subst, Symbol};
 
@@ -66,8 +66,8 @@ impl Applier<Node, Shapes> for MergeProjections {
         children.extend(p1.iter().chain(&p2));
         let Some(stacked) = add_checked(eg, Node::op("concat", children)) else { return vec![] };
         let Some(m) = add_checked(eg, Node::op("matmul", vec![x, stacked])) else { return vec![] };
-        if let (Some(na), Some(nb)) = (name_of(eg, a), name_of(eg, b)) {
-            set_name(eg, m, merged_name(&na, &nb));
+        if let (Some(la), Some(lb)) = (label_of(eg, a), label_of(eg, b)) {
+            set_label(eg, m, Label { name: merged_name(&la.name, &lb.name), origin: la.origin });
         }
         let axis = eg[m].data.ty().map_or(0, |t| t.rank() - 1);
         let mut changed = vec![];

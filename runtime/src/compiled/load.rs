@@ -41,13 +41,16 @@ pub fn hoist(g: &Graph) -> Result<(Graph, BTreeMap<String, usize>), IrError> {
     for (i, n) in g.nodes.iter().enumerate() {
         if hoisted[i] {
             let name = format!("{LOAD_PREFIX}{}", n.name);
-            let v = out.add1(n.name.clone(), Op::Weight { name: name.clone(), ty: n.outputs[0].clone() }, &[])?;
+            let origin = qgc_ir::Origin { role: qgc_ir::Role::Weight, ..n.origin };
+            let v =
+                out.add_at(origin, n.name.clone(), Op::Weight { name: name.clone(), ty: n.outputs[0].clone() }, &[])?
+                    [0];
             map.insert(Value { node: i, index: 0 }, v);
             loads.insert(name, i);
             continue;
         }
         let ins: Vec<Value> = n.inputs.iter().map(|v| map[v]).collect();
-        for (index, v) in out.add(n.name.clone(), n.op.clone(), &ins)?.into_iter().enumerate() {
+        for (index, v) in out.add_at(n.origin, n.name.clone(), n.op.clone(), &ins)?.into_iter().enumerate() {
             map.insert(Value { node: i, index }, v);
         }
     }
