@@ -6,11 +6,11 @@
 mod common;
 
 use common::{fixture, fixtures, reference, rel_err};
-use qgc_ir::interp::Tensor;
 use qgc_ir::{LowerOptions, ModelSpec};
 use qgc_runtime::compiled::{CpuModel, CpuOptions};
 use qgc_runtime::session::Backend;
 use qgc_runtime::weights::{self, Bf16Weights, Checkpoint, RawWeights, Weights};
+use qgc_runtime::Tensor;
 use qgc_runtime::{open_model, Session};
 use std::path::Path;
 
@@ -29,7 +29,7 @@ fn f32s(t: &Tensor) -> &[f32] {
 fn same_state(what: &str, a: &Session, b: &Session) {
     assert_eq!(a.position(), b.position());
     for (name, t) in a.state() {
-        let e = rel_err(f32s(&b.state()[name]), f32s(t));
+        let e = rel_err(f32s(&b.state()[&name]), f32s(&t));
         assert!(e <= STATE_TOL, "{what}: {name} rel {e:.3e}");
     }
 }

@@ -6,13 +6,13 @@
 mod common;
 
 use common::{fixture, rel_err, root, temp_dir};
-use qgc_ir::interp::Tensor;
 use qgc_ir::{LowerOptions, ModelSpec};
 use qgc_runtime::chat::{Chat, ChatError, Turn};
 use qgc_runtime::generate::{GenerateConfig, StopReason};
 use qgc_runtime::sampling::SamplingParams;
 use qgc_runtime::session::SavedState;
 use qgc_runtime::weights::Weights;
+use qgc_runtime::Tensor;
 use qgc_runtime::{open_model, Model, Session};
 use std::io::Write;
 use std::path::Path;
@@ -226,7 +226,7 @@ fn restore_checks_every_state_tensor() {
     missing.state.remove(&k);
     assert_eq!(err(&mut fresh, missing), format!("{k} is missing"));
     let mut extra = saved.clone();
-    extra.state.insert("state.l99.k".into(), Tensor::zeros(vec![1]));
+    extra.state.insert("state.l99.k".into(), Tensor::zeros(vec![1], qgc_ir::DType::F32));
     assert_eq!(err(&mut fresh, extra), "state.l99.k is not a state tensor of this model");
     let mut two = saved.clone();
     two.padding = vec![0, 0];

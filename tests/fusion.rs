@@ -6,10 +6,11 @@
 mod common;
 
 use common::{fixtures, reference, rel_err};
-use qgc_ir::interp::{Tensor, WeightSource};
+use qgc_ir::interp::WeightSource;
 use qgc_ir::{lower, print, LowerOptions, ModelSpec, Program};
 use qgc_passes::{optimise_program, Options};
 use qgc_runtime::weights::{Checkpoint, Weights};
+use qgc_runtime::Tensor;
 use qgc_runtime::{open_model, Session};
 
 fn fused(p: &Program) -> Program {

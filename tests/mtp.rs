@@ -7,9 +7,9 @@ mod common;
 
 use common::{fixture, reference, rel_err};
 use qgc_codegen::Artifact;
-use qgc_ir::interp::Tensor;
 use qgc_ir::LowerOptions;
 use qgc_runtime::weights::{self, Checkpoint, Weights};
+use qgc_runtime::Tensor;
 use qgc_runtime::{open_model, Model, Session};
 use safetensors::SafeTensors;
 
@@ -114,7 +114,7 @@ fn mtp_draft_errors_keep_state() {
     assert!(s.mtp_draft(&hidden, &[r.tokens[1..3].to_vec()]).is_err(), "hidden of 4 rows for 2 tokens");
     assert!(s.mtp_draft(&rows(&hidden, 2, 3), &[vec![-1]]).is_err(), "token outside the vocabulary");
     assert_eq!(s.mtp_position(), 2);
-    assert_eq!(s.mtp_state(), &before);
+    assert_eq!(s.mtp_state(), before);
     s.reset();
     assert_eq!(s.mtp_position(), 0);
     assert!(s.hidden().is_none());
@@ -152,7 +152,7 @@ fn program_layout_with_and_without_mtp() {
         let mut s = Session::new(m.program.clone(), &w, m.spec.vocab_size, m.spec.max_position_embeddings, 1);
         s.prefill(&[vec![1, 2, 3]]).unwrap();
         assert!(s.hidden().is_none() && !s.has_mtp(), "{name}");
-        let h = Tensor::zeros(vec![1, 1, m.spec.hidden_size]);
+        let h = Tensor::zeros(vec![1, 1, m.spec.hidden_size], qgc_ir::DType::F32);
         assert!(s.mtp_draft(&h, &[vec![1]]).is_err(), "{name}: mtp_draft without an MTP block");
     }
 }

@@ -6,9 +6,9 @@
 mod common;
 
 use common::{fixture, fixtures, reference, rel_err};
-use qgc_ir::interp::Tensor;
 use qgc_ir::LowerOptions;
 use qgc_runtime::weights::{self, Checkpoint, Weights};
+use qgc_runtime::Tensor;
 use qgc_runtime::{open_model, Model, Session};
 use std::path::Path;
 
@@ -203,7 +203,7 @@ fn ragged_prefill_errors() {
         err(s.prefill_ragged(&[vec![1], vec![2, 3]])),
         "sequences of different lengths can only start a session (this one holds 3 tokens)"
     );
-    assert_eq!(s.state(), &before);
+    assert_eq!(s.state(), before);
     let more = s.prefill_ragged(&[vec![5, 6], vec![7, 8]]).unwrap();
     assert_eq!(more[0].shape, vec![2, 320]);
     assert_eq!(s.positions(), vec![5, 3]);

@@ -3,6 +3,9 @@
 //! elementwise chains as SIMD loops ([`host`]). CUDA kernels come later.
 
 pub mod artifact;
+pub mod binding;
+pub mod compile;
+pub mod hoist;
 pub mod host;
 
 pub use artifact::{Artifact, ArtifactError, FORMAT_VERSION, MAGIC};

@@ -28,9 +28,9 @@
 
 use crate::generate::{generate_from_logits, GenerateConfig, GenerateError, Generation, Timings};
 use crate::session::{SavedState, Session, SessionError};
+use crate::tensor::{Storage, Tensor};
 use crate::tokenizer::Tokenizer;
 use qgc_codegen::artifact::spec_hash;
-use qgc_ir::interp::{Data, Tensor};
 use qgc_ir::ModelSpec;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
@@ -210,8 +210,9 @@ impl<'w> Chat<'w> {
     pub fn save(&self) -> Result<Vec<u8>, ChatError> {
         let s = &self.session;
         let transcript = Tensor::i32(vec![self.fed.len() + self.pending.len()], self.transcript());
+        let (state, mtp_state) = (s.state(), s.mtp_state());
         let mut tensors: Vec<(&str, &Tensor)> =
-            s.state().iter().chain(s.mtp_state()).map(|(n, t)| (n.as_str(), t)).collect();
+            state.iter().chain(mtp_state.iter()).map(|(n, t)| (n.as_str(), t)).collect();
         tensors.push(("transcript", &transcript));
         tensors.sort_by_key(|(n, _)| *n);
         let bytes: Vec<(&str, Dtype, &[usize], Vec<u8>)> =
@@ -323,28 +324,32 @@ impl<'w> Chat<'w> {
 }
 
 fn dtype(t: &Tensor) -> Dtype {
-    match t.data {
-        Data::F32(_) => Dtype::F32,
-        Data::I32(_) => Dtype::I32,
+    match t.storage() {
+        Storage::F32(_) => Dtype::F32,
+        Storage::I32(_) => Dtype::I32,
     }
 }
 
 fn le_bytes(t: &Tensor) -> Vec<u8> {
-    match &t.data {
-        Data::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Data::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    match t.storage() {
+        Storage::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Storage::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
     }
 }
 
-/// A file tensor as an interpreter tensor (`None` for dtypes other than F32 and I32).
+/// A file tensor as a runtime tensor (`None` for dtypes other than F32 and I32, or a size that
+/// does not match the shape).
 fn tensor(v: &TensorView) -> Option<Tensor> {
     let words = v.data().chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]);
-    let data = match v.dtype() {
-        Dtype::F32 => Data::F32(words.map(f32::from_le_bytes).collect()),
-        Dtype::I32 => Data::I32(words.map(i32::from_le_bytes).collect()),
+    let shape = v.shape().to_vec();
+    if v.data().len() != shape.iter().try_fold(4usize, |n, d| n.checked_mul(*d))? {
+        return None;
+    }
+    Some(match v.dtype() {
+        Dtype::F32 => Tensor::f32(shape, words.map(f32::from_le_bytes).collect()),
+        Dtype::I32 => Tensor::i32(shape, words.map(i32::from_le_bytes).collect()),
         _ => return None,
-    };
-    Some(Tensor { shape: v.shape().to_vec(), data })
+    })
 }
 
 /// 64-bit FNV-1a, the state file's checksum (it catches damage, not tampering).

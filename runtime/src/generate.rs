@@ -13,8 +13,8 @@
 
 use crate::sampling::{Sampler, SamplingParams};
 use crate::session::{Session, SessionError};
+use crate::tensor::Tensor;
 use crate::tokenizer::{Tokenizer, TokenizerError};
-use qgc_ir::interp::Tensor;
 use std::time::Instant;
 
 /// Generation failures.

@@ -9,8 +9,10 @@ pub mod generate;
 pub mod model;
 pub mod sampling;
 pub mod session;
+pub mod tensor;
 pub mod tokenizer;
 pub mod weights;
 
 pub use model::{open_model, Model, ModelError, ModelKind};
 pub use session::{Backend, Session, SessionError};
+pub use tensor::{StateTensor, Tensor};

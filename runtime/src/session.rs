@@ -4,8 +4,9 @@
 //! MTP block also `mtp_draft`, which runs the draft entry point over its own KV cache.
 
 use crate::compiled::{CompiledError, CpuModel, Entry};
-use qgc_ir::interp::{self, InterpError, Tensor, WeightSource};
-use qgc_ir::{Bindings, DType, Graph, Program, StateDecl};
+use crate::tensor::{StateTensor, Tensor};
+use qgc_ir::interp::{self, InterpError, WeightSource};
+use qgc_ir::{Bindings, DType, Graph, Program, StateDecl, TensorType};
 use std::collections::BTreeMap;
 
 /// Session failures.
@@ -21,6 +22,9 @@ pub enum SessionError {
     /// positions, out-of-vocabulary tokens, no MTP block.
     #[error("{0}")]
     Input(String),
+    /// An earlier call failed while updating the state in place; the session must be reset.
+    #[error("the session's state was lost when an earlier call failed; reset it")]
+    Poisoned,
 }
 
 /// The token id fed into left-padding slots. Any valid id would do: padding slots are masked
@@ -34,11 +38,11 @@ pub struct SavedState {
     pub position: usize,
     /// Left-padding slots per row ([`Session::padding`]); its length is the batch size.
     pub padding: Vec<usize>,
-    /// The `state.*` tensors ([`Session::state`]).
+    /// The `state.*` tensors ([`Session::state`]), dense.
     pub state: BTreeMap<String, Tensor>,
     /// Positions the MTP block has consumed ([`Session::mtp_position`]).
     pub mtp_position: usize,
-    /// The `state.mtp*` tensors ([`Session::mtp_state`]; empty without an MTP block).
+    /// The `state.mtp*` tensors ([`Session::mtp_state`]; empty without an MTP block), dense.
     pub mtp_state: BTreeMap<String, Tensor>,
 }
 
@@ -71,11 +75,26 @@ pub struct Session<'w> {
     past: usize,
     /// Left-padding slots at the front of each row.
     pad: Vec<usize>,
-    state: BTreeMap<String, Tensor>,
+    /// KV caches grow along their length with spare capacity; the compiled backend updates
+    /// every state tensor in place.
+    state: BTreeMap<String, StateTensor>,
     /// `hidden` output `[B,S,H]` of the last prefill/decode (only programs with an MTP block).
     hidden: Option<Tensor>,
     mtp_past: usize,
-    mtp_state: BTreeMap<String, Tensor>,
+    mtp_state: BTreeMap<String, StateTensor>,
+    /// A call failed after updating state in place: everything but [`Session::reset`] refuses.
+    poisoned: bool,
+}
+
+/// The axis a state tensor grows along from call to call (the one whose size involves `P`: a
+/// KV cache's length), if any.
+pub fn grow_axis(ty: &TensorType) -> Option<usize> {
+    ty.shape.iter().position(|d| d.coeffs[2] != 0)
+}
+
+fn zero_state(decls: &[StateDecl], batch: usize) -> BTreeMap<String, StateTensor> {
+    let bind = Bindings { b: batch, s: 0, p: 0 };
+    decls.iter().map(|d| (d.name.clone(), StateTensor::zeros(d.ty.eval(&bind), grow_axis(&d.ty)))).collect()
 }
 
 impl<'w> Session<'w> {
@@ -100,8 +119,9 @@ impl<'w> Session<'w> {
         max_positions: usize,
         batch: usize,
     ) -> Self {
-        let prefill_hidden = matches!(backend, Backend::Interp(_))
-            .then(|| crate::compiled::without_logits(&program.prefill).unwrap_or_else(|_| program.prefill.clone()));
+        let prefill_hidden = matches!(backend, Backend::Interp(_)).then(|| {
+            qgc_codegen::compile::without_logits(&program.prefill).unwrap_or_else(|_| program.prefill.clone())
+        });
         let mut s = Session {
             program,
             prefill_hidden,
@@ -115,6 +135,7 @@ impl<'w> Session<'w> {
             hidden: None,
             mtp_past: 0,
             mtp_state: BTreeMap::new(),
+            poisoned: false,
         };
         s.reset();
         s
@@ -122,15 +143,13 @@ impl<'w> Session<'w> {
 
     /// Forget every token: zero state (main model and MTP block), both at position 0, no padding.
     pub fn reset(&mut self) {
-        let bind = Bindings { b: self.batch, s: 0, p: 0 };
-        let zeros =
-            |decls: &[StateDecl]| decls.iter().map(|d| (d.name.clone(), Tensor::zeros(d.ty.eval(&bind)))).collect();
         self.past = 0;
         self.pad = vec![0; self.batch];
-        self.state = zeros(&self.program.state);
+        self.state = zero_state(&self.program.state, self.batch);
         self.hidden = None;
         self.mtp_past = 0;
-        self.mtp_state = zeros(&self.program.mtp_state);
+        self.mtp_state = zero_state(&self.program.mtp_state, self.batch);
+        self.poisoned = false;
     }
 
     /// Cache slots per row, padding included: the tokens consumed by the longest sequence. Equal
@@ -150,9 +169,9 @@ impl<'w> Session<'w> {
         &self.pad
     }
 
-    /// The current state tensors, by `state.*` name.
-    pub fn state(&self) -> &BTreeMap<String, Tensor> {
-        &self.state
+    /// The current state tensors, by `state.*` name (dense copies).
+    pub fn state(&self) -> BTreeMap<String, Tensor> {
+        self.state.iter().map(|(n, t)| (n.clone(), t.dense())).collect()
     }
 
     /// Replaces everything the session carries between calls with `saved` (what
@@ -193,12 +212,16 @@ impl<'w> Session<'w> {
         };
         check(&self.program.state, &saved.state, saved.position).or_else(bad)?;
         check(&self.program.mtp_state, &saved.mtp_state, saved.mtp_position).or_else(bad)?;
+        let load = |decls: &[StateDecl], got: &BTreeMap<String, Tensor>| {
+            decls.iter().map(|d| (d.name.clone(), StateTensor::from_dense(&got[&d.name], grow_axis(&d.ty)))).collect()
+        };
+        self.state = load(&self.program.state, &saved.state);
+        self.mtp_state = load(&self.program.mtp_state, &saved.mtp_state);
         self.past = saved.position;
         self.pad = saved.padding;
-        self.state = saved.state;
         self.hidden = None;
         self.mtp_past = saved.mtp_position;
-        self.mtp_state = saved.mtp_state;
+        self.poisoned = false;
         Ok(())
     }
 
@@ -219,9 +242,9 @@ impl<'w> Session<'w> {
         self.mtp_past
     }
 
-    /// The current MTP state tensors (`state.mtp{j}.{k,v}`).
-    pub fn mtp_state(&self) -> &BTreeMap<String, Tensor> {
-        &self.mtp_state
+    /// The current MTP state tensors (`state.mtp{j}.{k,v}`, dense copies).
+    pub fn mtp_state(&self) -> BTreeMap<String, Tensor> {
+        self.mtp_state.iter().map(|(n, t)| (n.clone(), t.dense())).collect()
     }
 
     /// Feeds `tokens[b]` (all the same length ≥ 1) through the prefill entry point, continuing
@@ -321,7 +344,8 @@ impl<'w> Session<'w> {
         let mut extra = self.ids(next_tokens, s, self.mtp_past);
         extra.push(("hidden", hidden.clone()));
         let bind = Bindings { b: self.batch, s, p: self.mtp_past };
-        let mut out = step(self.backend, (Entry::Mtp, g), &bind, &mut self.mtp_state, extra)?;
+        let r = step(self.backend, (Entry::Mtp, g), &bind, &mut self.mtp_state, extra);
+        let mut out = self.poison_on(r)?;
         self.mtp_past += s;
         let logits = out.remove("logits").expect("the mtp entry point returns logits");
         let hidden = out.remove("hidden").expect("the mtp entry point returns hidden");
@@ -350,15 +374,27 @@ impl<'w> Session<'w> {
             Entry::PrefillHidden => self.prefill_hidden.as_ref().unwrap_or(&self.program.prefill),
             _ => &self.program.prefill,
         };
-        let mut out = step(self.backend, (entry, g), &bind, &mut self.state, extra)?;
+        let r = step(self.backend, (entry, g), &bind, &mut self.state, extra);
+        let mut out = self.poison_on(r)?;
         self.past += s;
         self.hidden = out.remove("hidden");
         Ok(out)
     }
 
+    /// Marks the session poisoned when a call failed after it may have updated state in place.
+    fn poison_on<T>(&mut self, r: Result<T, SessionError>) -> Result<T, SessionError> {
+        if matches!(r, Err(SessionError::Compiled(CompiledError::Kernel(_)))) {
+            self.poisoned = true;
+        }
+        r
+    }
+
     /// Rejects a ragged, empty or out-of-vocabulary batch, or one where a sequence would run past
     /// the positions (`past` cache slots before the call, minus each row's padding).
     fn check(&self, tokens: &[Vec<i32>], s: usize, past: usize) -> Result<(), SessionError> {
+        if self.poisoned {
+            return Err(SessionError::Poisoned);
+        }
         if tokens.len() != self.batch {
             return Err(SessionError::Input(format!("expected {} sequences, got {}", self.batch, tokens.len())));
         }
@@ -412,34 +448,37 @@ fn concat_seq(a: &Tensor, b: &Tensor) -> Tensor {
 }
 
 /// Runs the entry point (`g` for the interpreter) on `state` plus the `extra` inputs. On success
-/// `state` holds the advanced `state.*` outputs and the other outputs are returned; on failure
-/// `state` is left as it was.
+/// `state` holds the advanced `state.*` outputs and the other outputs are returned. On failure
+/// the interpreter leaves `state` as it was; the compiled backend, which updates state in place,
+/// may have written part of it (a kernel error).
 fn step(
     backend: Backend,
     (entry, g): (Entry, &Graph),
     bind: &Bindings,
-    state: &mut BTreeMap<String, Tensor>,
+    state: &mut BTreeMap<String, StateTensor>,
     extra: Vec<(&'static str, Tensor)>,
 ) -> Result<BTreeMap<String, Tensor>, SessionError> {
-    let mut inputs = std::mem::take(state);
-    let names: Vec<&str> = extra.iter().map(|(n, _)| *n).collect();
-    inputs.extend(extra.into_iter().map(|(n, t)| (n.to_string(), t)));
-    let result = match backend {
-        Backend::Interp(w) => interp::run(g, bind, &inputs, w).map_err(SessionError::from),
-        Backend::Cpu(m) => m.run(entry, bind, &inputs).map_err(SessionError::from),
-    };
-    for n in names {
-        inputs.remove(n);
-    }
-    match result {
-        Ok(out) => {
-            let (new_state, rest) = out.into_iter().partition(|(n, _)| n.starts_with("state."));
-            *state = new_state;
+    match backend {
+        Backend::Interp(w) => {
+            let mut inputs: BTreeMap<String, interp::Tensor> =
+                state.iter().map(|(n, t)| (n.clone(), t.dense().into())).collect();
+            inputs.extend(extra.into_iter().map(|(n, t)| (n.to_string(), t.into())));
+            let out = interp::run(g, bind, &inputs, w)?;
+            let mut rest = BTreeMap::new();
+            for (name, t) in out {
+                let t = Tensor::from(t);
+                match state.get_mut(&name) {
+                    Some(st) => *st = StateTensor::from_dense(&t, st.axis()),
+                    None => {
+                        rest.insert(name, t);
+                    }
+                }
+            }
             Ok(rest)
         }
-        Err(e) => {
-            *state = inputs; // the call failed: keep the state it started from
-            Err(e)
+        Backend::Cpu(m) => {
+            let inputs: BTreeMap<String, Tensor> = extra.into_iter().map(|(n, t)| (n.to_string(), t)).collect();
+            Ok(m.run(entry, bind, &inputs, state)?)
         }
     }
 }

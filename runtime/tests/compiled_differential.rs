@@ -215,7 +215,9 @@ proptest! {
                 let bind = Bindings { b, s, p: 0 };
                 let ins = graph_inputs(&gen.g, &bind, seed.wrapping_add(k as u64));
                 let want = interp::run(&gen.g, &bind, &ins, &gen.w).unwrap();
-                let got = model.run(Entry::Prefill, &bind, &ins).map_err(|e| TestCaseError::fail(format!("{what}: {e}")))?;
+                let rt: BTreeMap<String, qgc_runtime::Tensor> = ins.iter().map(|(n, t)| (n.clone(), t.clone().into())).collect();
+                let got = model.run(Entry::Prefill, &bind, &rt, &mut BTreeMap::new()).map_err(|e| TestCaseError::fail(format!("{what}: {e}")))?;
+                let got: Trace = got.into_iter().map(|(n, t)| (n, t.into())).collect();
                 let noise = |k: u64| {
                     let mut rng = Rng::new(seed ^ k);
                     let mut w = MapWeights::new();
@@ -353,8 +355,8 @@ fn script(vocab: usize, seed: u64, lens: (usize, usize, usize)) -> Script {
 
 fn record_state(trace: &mut Trace, what: &str, s: &Session) {
     trace.insert(format!("{what} position"), Tensor::i32(vec![1], vec![s.position() as i32]));
-    for (name, t) in s.state().iter().chain(s.mtp_state()) {
-        trace.insert(format!("{what} {name}"), t.clone());
+    for (name, t) in s.state().into_iter().chain(s.mtp_state()) {
+        trace.insert(format!("{what} {name}"), t.into());
     }
 }
 
@@ -369,33 +371,34 @@ fn trace(program: &Program, backend: Backend, vocab: usize, sc: &Script, last: b
     let session = |batch| Session::with_backend(program.clone(), backend, vocab, usize::MAX, batch);
 
     let mut a = session(1);
-    t.insert("1 prefill logits".into(), a.prefill(std::slice::from_ref(&sc.prefill)).map_err(err("prefill"))?);
+    t.insert("1 prefill logits".into(), a.prefill(std::slice::from_ref(&sc.prefill)).map_err(err("prefill"))?.into());
     record_state(&mut t, "1 prefill", &a);
     if program.mtp.is_some() {
         // A draft over the prefill's hidden states and the tokens that follow them.
         let next = vec![sc.prefill[1..].iter().copied().chain([sc.decodes[0][0]]).collect::<Vec<i32>>()];
         let hidden = a.hidden().expect("hidden states with an MTP block").clone();
         let (logits, h) = a.mtp_draft(&hidden, &next).map_err(err("mtp draft"))?;
-        t.insert("1 mtp logits".into(), logits);
-        t.insert("1 mtp hidden".into(), h);
+        t.insert("1 mtp logits".into(), logits.into());
+        t.insert("1 mtp hidden".into(), h.into());
     }
     for (i, d) in sc.decodes.iter().enumerate() {
-        t.insert(format!("1 decode {i} logits"), a.decode(&d[..1]).map_err(err("decode"))?);
+        t.insert(format!("1 decode {i} logits"), a.decode(&d[..1]).map_err(err("decode"))?.into());
     }
     record_state(&mut t, "1 decodes", &a);
 
     let mut b = session(2);
     let rows = b.prefill_ragged(&sc.ragged).map_err(err("ragged prefill"))?;
     t.insert("2 ragged padding".into(), Tensor::i32(vec![2], b.padding().iter().map(|&p| p as i32).collect()));
-    for (r, x) in rows.iter().enumerate() {
+    for (r, x) in rows.into_iter().enumerate() {
+        let x: Tensor = x.into();
         let v = *x.shape.last().expect("vocab dim");
-        let d = f32s(x);
+        let d = f32s(&x);
         t.insert(format!("3 row {r} last logits"), Tensor::f32(vec![1, v], d[d.len() - v..].to_vec()));
-        t.insert(format!("2 row {r} logits"), x.clone());
+        t.insert(format!("2 row {r} logits"), x);
     }
     record_state(&mut t, "2 ragged", &b);
     for (i, d) in sc.decodes.iter().enumerate() {
-        let logits = b.decode(d).map_err(err("ragged decode"))?;
+        let logits: Tensor = b.decode(d).map_err(err("ragged decode"))?.into();
         t.insert(format!("3 decode {i} logits"), logits.clone());
         t.insert(format!("2 decode {i} logits"), logits);
     }
@@ -404,10 +407,10 @@ fn trace(program: &Program, backend: Backend, vocab: usize, sc: &Script, last: b
     if last {
         let mut c = session(2);
         for (r, x) in c.prefill_last(&sc.ragged).map_err(err("prefill_last"))?.into_iter().enumerate() {
-            t.insert(format!("3 row {r} last logits"), x);
+            t.insert(format!("3 row {r} last logits"), x.into());
         }
         for (i, d) in sc.decodes.iter().enumerate() {
-            t.insert(format!("3 decode {i} logits"), c.decode(d).map_err(err("prefill_last decode"))?);
+            t.insert(format!("3 decode {i} logits"), c.decode(d).map_err(err("prefill_last decode"))?.into());
         }
         record_state(&mut t, "3 decodes", &c);
     }
@@ -486,10 +489,16 @@ fn weight_outputs_are_bound_and_copied_out() {
     f32w.insert("w".to_string(), rng.tensor(&[4], -1.0, 1.0));
     f32w.insert("m".to_string(), rng.tensor(&[3, 4], -1.0, 1.0));
     let bind = Bindings { b: 2, s: 3, p: 0 };
-    let inputs = [("x".to_string(), rng.tensor(&[2, 3, 4], -1.0, 1.0))].into_iter().collect();
+    let inputs: Trace = [("x".to_string(), rng.tensor(&[2, 3, 4], -1.0, 1.0))].into_iter().collect();
     let want = interp::run(&g, &bind, &inputs, &f32w).unwrap();
     let model = CpuModel::from_graphs(vec![(Entry::Prefill, g.clone())], &f32w, CpuOptions::default()).unwrap();
-    let got = model.run(Entry::Prefill, &bind, &inputs).unwrap();
+    let rt: BTreeMap<String, qgc_runtime::Tensor> = inputs.iter().map(|(n, t)| (n.clone(), t.clone().into())).collect();
+    let got: Trace = model
+        .run(Entry::Prefill, &bind, &rt, &mut BTreeMap::new())
+        .unwrap()
+        .into_iter()
+        .map(|(n, t)| (n, t.into()))
+        .collect();
     for (k, t) in &want {
         if k == "z" {
             // f32 against f64 accumulation.

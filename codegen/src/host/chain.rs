@@ -8,10 +8,11 @@
 //! `[..., L]`) at `i div L`. One chain has at most one inner length.
 
 use qgc_ir::Op;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// How input element `i` of a chain of `n` elements is found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Bcast {
     /// `x[i]`: the input has the output's shape.
     Full,
@@ -24,7 +25,7 @@ pub enum Bcast {
 }
 
 /// A pointwise map of one operand.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Unary {
     /// `x·σ(x)`.
     Silu,
@@ -41,7 +42,7 @@ pub enum Unary {
 }
 
 /// A pointwise map of two operands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Binary {
     /// `a + b`.
     Add,
@@ -50,7 +51,7 @@ pub enum Binary {
 }
 
 /// One value of a chain; operands are indices of earlier nodes.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum EwNode {
     /// Chain input `k` (its indexing is `EwChain::inputs[k]`).
     Input(usize),
@@ -61,7 +62,7 @@ pub enum EwNode {
 }
 
 /// A DAG of pointwise ops evaluated per element; its output is the last node.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EwChain {
     /// The indexing of each input (the loop's `in_ptrs[k]`).
     pub inputs: Vec<Bcast>,

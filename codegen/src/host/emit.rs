@@ -153,7 +153,7 @@ impl<'a> HostEmitter<'a> {
 
     fn step(&mut self, fb: &mut FunctionBuilder, s: &Step, opts: &HostOptions) {
         match s {
-            Step::Kernel { node, symbol } => self.kernel(fb, *node, symbol),
+            Step::Kernel { node, symbol, .. } => self.kernel(fb, *node, symbol),
             Step::Chain { chain, inputs, out, .. } => self.chain(fb, *chain, inputs, *out, opts),
             Step::Copy { value, slot } => {
                 let dst = self.loc_ptr(fb, &Loc { base: Base::Io(*slot), offset: Poly::zero() });

@@ -75,20 +75,8 @@ impl HostEntry {
 
 /// The shim symbols the host function of `g` calls under `opts` (kernel shims, and
 /// [`PARALLEL_FOR`] when loops go through it), sorted.
-pub fn required_shims(g: &Graph, opts: &HostOptions) -> BTreeSet<String> {
-    let sched = schedule(g, opts, &super::place::BumpPlanner).expect("the bump plan has one offset per request");
-    let mut out: BTreeSet<String> = sched
-        .steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::Kernel { symbol, .. } => Some(symbol.clone()),
-            _ => None,
-        })
-        .collect();
-    if opts.parallel_loops && !sched.chains.is_empty() {
-        out.insert(PARALLEL_FOR.into());
-    }
-    out
+pub fn required_shims(g: &Graph, opts: &HostOptions) -> Result<BTreeSet<String>, HostError> {
+    Ok(schedule(g, opts, &super::place::BumpPlanner)?.shim_symbols(opts.parallel_loops))
 }
 
 /// Compiles the host function of `g` (after the pass pipeline): schedules it, plans its arena
@@ -100,9 +88,21 @@ pub fn compile_entry(
     planner: &dyn ArenaPlanner,
     opts: &HostOptions,
 ) -> Result<HostEntry, HostError> {
-    let sched = schedule(g, opts, planner)?;
+    compile_schedule(g, schedule(g, opts, planner)?, shims, opts)
+}
+
+/// Compiles the host function of `g` from its schedule `sched` (made by
+/// [`super::schedule::schedule`] for `g`; e.g. one stored in an artifact and checked): the chains'
+/// loops and the host function, linked against `shims`. `opts` chooses the loops' precision and
+/// whether they go through `qgc_parallel_for`.
+pub fn compile_schedule(
+    g: &Graph,
+    sched: Schedule,
+    shims: &ShimTable,
+    opts: &HostOptions,
+) -> Result<HostEntry, HostError> {
     for s in &sched.steps {
-        if let Step::Kernel { node, symbol } = s {
+        if let Step::Kernel { node, symbol, .. } = s {
             if !shims.has(symbol) {
                 return Err(HostError::MissingShim { symbol: symbol.clone(), node: g.nodes[*node].name.clone() });
             }

@@ -65,7 +65,7 @@ impl ShimTable {
         ShimTable::default()
     }
 
-    /// Registers kernel shim `name` (e.g. `qgc_matmul_f32`).
+    /// Registers kernel shim `name` (e.g. `qgc_matmul`).
     pub fn kernel(&mut self, name: impl Into<String>, f: ShimFn) -> &mut Self {
         self.symbols.insert(name.into(), f as *const u8);
         self

@@ -25,14 +25,17 @@
 //! `extern "C" fn(n: i64, in_ptrs: *const *const f32, out: *mut f32, start: i64, end: i64)`
 //! writes elements `[start, end)`; any split of `[0, n)` gives the same bits.
 //!
-//! Kernel shims ([`ShimFn`]), one symbol per op kind and result dtype, `qgc_{op}_{dtype}`
-//! (`qgc_matmul_f32`, `qgc_top_k_f32`, ...; [`required_shims`] lists a graph's):
+//! Kernel shims ([`ShimFn`]), one symbol per kind of kernel call ([`crate::binding::Kernel::symbol`]:
+//! `qgc_matmul`, `qgc_norm`, ..., and `qgc_interp` for the interpreter fallback;
+//! [`required_shims`] lists a graph's):
 //! `extern "C" fn(ctx: *mut u8, node: i64, args: *const *mut u8, dims: *const i64) -> i32` —
 //! `args`: operand pointers then result pointers; `dims`: for the same values in the same order,
-//! `rank, d0, .., d{rank-1}` evaluated by the host code. Attributes (eps, theta, top-k, ...) are
-//! the node's: the runtime looks `node` up in the graph it compiled. One generic signature keeps
-//! the emitter op-agnostic while the per-op symbol lets the runtime bind each op to its kernel
-//! without a dispatch `match` per call. `qgc_parallel_for` ([`ParallelForFn`]) runs a loop over
+//! `rank, d0, .., d{rank-1}` evaluated by the host code. What the call computes is the node's
+//! [`crate::binding::Kernel`] in the schedule (`Step::Kernel`), which the runtime looks up by
+//! `node`. One generic signature keeps the emitter op-agnostic. A result the schedule placed in
+//! place shares its operand's pointer (`Schedule::in_place`), and an output io slot may share an
+//! input slot's buffer (`Schedule::aliases`): kernels compare pointers and skip their copy.
+//! `qgc_parallel_for` ([`ParallelForFn`]) runs a loop over
 //! `[0, n)` on threads when [`HostOptions::parallel_loops`] is set; otherwise loops are called
 //! directly over `[0, n)`.
 //!
@@ -57,38 +60,13 @@
 //! sweeps (45M exp inputs, 240k activations; ≤ 1 ulp asserted), `F32` is ~3x faster and within
 //! 1 ulp (exp) / 3 ulp (activations) measured, 2 / 4 asserted.
 //!
-//! # Wiring the CPU kernels (runtime)
+//! # Kernels
 //!
-//! Each row: the symbol to register in a [`ShimTable`], and the `runtime::cpu` kernel it calls
-//! (shapes from `dims`, attributes from the node; `m` = product of leading dims).
-//!
-//! | op | symbol | kernel |
-//! |---|---|---|
-//! | `matmul` | `qgc_matmul_f32` | `linear::linear(x, w, m, k, n, Epilogue::Plain, y)` |
-//! | `matmul_swiglu` | `qgc_matmul_swiglu_f32` | `linear::linear(.., Epilogue::SwiGlu, y)` |
-//! | `matmul_sigmoid_gate` | `qgc_matmul_sigmoid_gate_f32` | `linear::linear(.., Epilogue::SigmoidGate(g), y)` |
-//! | `sigmoid_gate_matmul` | `qgc_sigmoid_gate_matmul_f32` | `elementwise::sigmoid_mul` into scratch, then `linear` |
-//! | `embed` | `qgc_embed_f32` | `embed::embed(table, v, h, ids, out)` |
-//! | `rms_norm` | `qgc_rms_norm_f32` | `norm::rms_norm(x, w, rows, d, eps, zc, out)` |
-//! | `add_rms_norm` | `qgc_add_rms_norm_f32` | copy x to `sum`, `norm::add_rms_norm(sum, r, w, ..)` |
-//! | `gated_rms_norm` | `qgc_gated_rms_norm_f32` | `norm::gated_rms_norm(x, z, w, rows, d, eps, out)` |
-//! | `l2_norm` | `qgc_l2_norm_f32` | copy, `norm::l2_norm_scale(x, layout, eps, 1.0)` |
-//! | `rope`, `rms_norm_rope` | `qgc_rope_f32`, `qgc_rms_norm_rope_f32` | `rope::rope_table` + `rope::rope` / `rope::qk_norm_rope` |
-//! | `kv_append` | `qgc_kv_append_f32` | `attention::kv_append` (needs the cache placed with capacity) |
-//! | `attention` | `qgc_attention_f32` | `attention::attention(q, ql, k, v, dims, positions, scale, None, out)` |
-//! | `causal_conv1d` | `qgc_causal_conv1d_f32` | `gdn::causal_conv1d(.., silu_act = false, y)` |
-//! | `gdn_gates` | `qgc_gdn_gates_f32` | `gdn::gdn_gates` + `norm::l2_norm_scale` on q, k |
-//! | `gated_delta_rule` | `qgc_gated_delta_rule_f32` | `gdn::gated_delta_rule(inputs, dims, state, out)` |
-//! | `moe_route` | `qgc_moe_route_f32` | `moe::moe_route(logits, t, e, top_k, renorm, w, experts)` |
-//! | `moe_experts` | `qgc_moe_experts_f32` | `moe::moe_experts(x, t, w, experts, gate_up, down, dims, scratch, out)` |
-//! | `mask_padding` | `qgc_mask_padding_f32` | zero the rows whose position is negative |
-//! | `slice`, `concat` | `qgc_slice_{f32,i32}`, `qgc_concat_{f32,i32}` | strided row copies |
-//! | elementwise | compiled loops | (`qgc_add_f32`, ... only with `fuse_elementwise = false`) |
-//!
-//! The runtime side lives in `qgc_runtime::compiled`: its `ctx`, the shim bodies above, a
-//! `qgc_parallel_for` over rayon, weight-only nodes (`[load]`) hoisted out and evaluated once at
-//! load, and [`ReusePlanner`] (the memory plan's slot placement over the requests' step
-//! intervals; no in-place roles: a step's results never share bytes with its operands).
+//! Which kernel runs each node is [`crate::binding`]'s description, matched exhaustively by each
+//! backend (the CPU one: `qgc_runtime::compiled::shims`). Weight-only nodes (`[load]`) are
+//! hoisted out and evaluated once at load; the arena is planned by [`ReusePlanner`] (the memory
+//! plan's slot placement over the requests' step intervals, in-place results sharing their
+//! operand's request).
 
 pub mod chain;
 mod emit;
@@ -101,7 +79,7 @@ pub mod poly;
 pub mod schedule;
 
 pub use chain::{Bcast, Binary, EwChain, EwNode, Unary};
-pub use entry::{compile_entry, required_shims, HostEntry, StepCounts};
+pub use entry::{compile_entry, compile_schedule, required_shims, HostEntry, StepCounts};
 pub use jit::{
     compile_loop, decode_dims, CompiledLoop, HostFn, JitCode, LoopFn, ParallelForFn, ShimFn, ShimTable, PARALLEL_FOR,
 };
@@ -109,7 +87,7 @@ pub use math::Precision;
 pub use place::{
     check_plan, ArenaPlan, ArenaPlanner, ArenaRequest, Base, BumpPlanner, IoKind, IoSlot, IoTable, Loc, ReusePlanner,
 };
-pub use schedule::{HostOptions, Schedule, Step};
+pub use schedule::{HostOptions, IoAlias, Schedule, Step};
 
 /// Host code generation failures (all but [`HostError::MissingShim`] are compiler bugs).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -122,6 +100,9 @@ pub enum HostError {
         /// What is wrong.
         message: String,
     },
+    /// A node has no kernel binding (a shape no kernel takes).
+    #[error(transparent)]
+    Bind(#[from] crate::binding::BindError),
     /// A kernel shim the schedule calls is not registered.
     #[error("node {node}: shim {symbol} is not registered")]
     MissingShim {

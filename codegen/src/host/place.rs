@@ -11,9 +11,10 @@
 
 use qgc_ir::{Bindings, Graph, Op, Poly, TensorType, Value};
 use qgc_passes::memplan::{self, Interval};
+use serde::{Deserialize, Serialize};
 
 /// What an io slot holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum IoKind {
     /// A graph input (read only).
     Input,
@@ -24,7 +25,7 @@ pub enum IoKind {
 }
 
 /// One entry of the io pointer table.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IoSlot {
     /// Input, output or weight.
     pub kind: IoKind,
@@ -38,7 +39,7 @@ pub struct IoSlot {
 /// `Graph::inputs`), then every named output (`Graph::outputs` order), then every distinct
 /// weight (first occurrence order). Each slot holds a pointer to a dense row-major buffer of the
 /// slot's type under the call's bindings.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct IoTable {
     /// The slots, in table order.
     pub slots: Vec<IoSlot>,
@@ -72,7 +73,7 @@ impl IoTable {
 }
 
 /// The base a location is relative to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Base {
     /// The call's arena pointer.
     Arena,
@@ -81,7 +82,7 @@ pub enum Base {
 }
 
 /// A value's address: `base + offset` bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Loc {
     /// Arena or io slot.
     pub base: Base,
@@ -90,7 +91,7 @@ pub struct Loc {
 }
 
 /// A value that needs arena bytes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArenaRequest {
     /// The value.
     pub value: Value,

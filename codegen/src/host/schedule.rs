@@ -1,18 +1,32 @@
-//! The straight-line schedule of one entry point: which nodes are kernel calls, which are
-//! grouped into compiled elementwise chains, which cost nothing (sources, views), where every
-//! value lives, and which outputs need a final copy.
+//! The straight-line schedule of one entry point: which nodes are kernel calls (with their
+//! [`Kernel`] binding), which are grouped into compiled elementwise chains, which cost nothing
+//! (sources, views), where every value lives, which results share an operand's bytes, and which
+//! outputs need a final copy.
 //!
-//! Chain grouping is greedy in graph order: an elementwise node (`add`, `mul`, `silu`,
-//! `sigmoid`, `softplus`, `exp`, `neg`, `scale`) joins the chain whose output it reads when that
-//! output has the same shape, no other reader, is not a graph output, and the broadcast inner
-//! lengths agree; otherwise it starts a chain. A chain runs at the position of its last node.
+//! Chain grouping is greedy in graph order: a pointwise node (the op table's `Pointwise`) joins
+//! the chain whose output it reads when that output has the same shape, no other reader, is
+//! not a graph output, and the broadcast inner lengths agree; otherwise it starts a chain. A
+//! chain runs at the position of its last node.
+//!
+//! **In place.** A result takes its operand's bytes where the op table allows it
+//! (`OpInfo::in_place`) and the operand's storage dies at this step: no later step (or output
+//! copy) reads it, no other operand of the step reads it, it is the whole of its storage and
+//! of the result's type. In the arena the result then shares the operand's request. Between
+//! io buffers — a state input updated into its state output (`Sharing::Update`, e.g. the conv and
+//! recurrent state) or a KV cache appended to (`Sharing::Append`) — the schedule records an
+//! [`IoAlias`]: the runtime may pass one buffer for both slots, and the kernel, seeing equal
+//! pointers, skips the copy it would otherwise make (a KV cache stored with spare capacity
+//! along its length then only gets its new entries written). A chain's output takes a full
+//! input's bytes the same way.
 
 use super::chain::{Bcast, Binary, EwChain, EwNode, Unary};
 use super::math::Precision;
 use super::place::{ArenaPlanner, ArenaRequest, Base, IoKind, IoTable, Loc};
 use super::HostError;
-use qgc_ir::{Graph, Op, Poly, TensorType, Value};
-use std::collections::BTreeMap;
+use crate::binding::{bind, Kernel};
+use qgc_ir::{Graph, Op, Poly, Sharing, TensorType, Value};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Choices of the host code generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,14 +48,16 @@ impl Default for HostOptions {
 }
 
 /// One step of the schedule.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Step {
     /// A call of kernel shim `symbol` for `node`.
     Kernel {
         /// Graph node index.
         node: usize,
-        /// `qgc_{op}_{dtype}`, dtype of the first result.
+        /// The shim symbol ([`Kernel::symbol`]).
         symbol: String,
+        /// What the call computes.
+        kernel: Kernel,
     },
     /// A compiled elementwise chain.
     Chain {
@@ -64,8 +80,20 @@ pub enum Step {
     },
 }
 
+/// An output io slot that may share an input slot's buffer (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoAlias {
+    /// The output slot.
+    pub output: usize,
+    /// The input slot.
+    pub input: usize,
+    /// `Some(axis)` when the output grows the input along `axis` (a KV cache); `None` when both
+    /// have one type.
+    pub grows: Option<usize>,
+}
+
 /// Everything the host function is emitted from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Schedule {
     /// Steps in execution order.
     pub steps: Vec<Step>,
@@ -79,13 +107,37 @@ pub struct Schedule {
     pub requests: Vec<ArenaRequest>,
     /// Arena bytes the plan needs.
     pub arena_bytes: Poly,
+    /// Output slots that may share an input slot's buffer.
+    pub aliases: Vec<IoAlias>,
+    /// Results written over an operand's bytes, as `(result, operand)`.
+    pub in_place: Vec<(Value, Value)>,
 }
 
-/// Kernel shim symbol of `node`: `qgc_{op}_{dtype}`.
-pub fn symbol(g: &Graph, node: usize) -> String {
-    let n = &g.nodes[node];
-    let dtype = n.outputs.first().map_or("f32", |t| t.dtype.name());
-    format!("qgc_{}_{dtype}", n.op.name())
+impl Schedule {
+    /// The shim symbols its host function calls (kernel shims, and `qgc_parallel_for` when
+    /// `parallel_loops` and there are compiled loops), sorted.
+    pub fn shim_symbols(&self, parallel_loops: bool) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = (self.steps.iter())
+            .filter_map(|s| match s {
+                Step::Kernel { symbol, .. } => Some(symbol.clone()),
+                _ => None,
+            })
+            .collect();
+        if parallel_loops && !self.chains.is_empty() {
+            out.insert(super::jit::PARALLEL_FOR.into());
+        }
+        out
+    }
+
+    /// Nodes run by the interpreter fallback ([`Kernel::Interp`]), in order.
+    pub fn fallbacks(&self) -> Vec<usize> {
+        (self.steps.iter())
+            .filter_map(|s| match s {
+                Step::Kernel { node, kernel, .. } if kernel.is_fallback() => Some(*node),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// How `x` broadcasts over a result of type `out` as an operand of `op`: the indexing and, for
@@ -213,17 +265,22 @@ fn use_counts(g: &Graph) -> BTreeMap<Value, usize> {
 }
 
 /// The steps of `g` in execution order (copies not yet added), and the chains.
-fn steps(g: &Graph, opts: &HostOptions, outputs: &BTreeMap<Value, usize>) -> (Vec<Step>, Vec<EwChain>) {
+fn steps(
+    g: &Graph,
+    opts: &HostOptions,
+    outputs: &BTreeMap<Value, usize>,
+) -> Result<(Vec<Step>, Vec<EwChain>), HostError> {
     let uses = use_counts(g);
     let (groups, member) =
         if opts.fuse_elementwise { group(g, &uses, outputs) } else { (Vec::new(), vec![None; g.nodes.len()]) };
     let mut steps = Vec::new();
     let mut chains: Vec<EwChain> = Vec::new();
-    for (i, n) in g.nodes.iter().enumerate() {
-        if matches!(n.op, Op::Input { .. } | Op::Weight { .. }) || g.view_offset(i).is_some() {
+    for (i, &group) in member.iter().enumerate() {
+        let kernel = bind(g, i).map_err(HostError::Bind)?;
+        if matches!(kernel, Kernel::Source | Kernel::View) {
             continue;
         }
-        match member[i] {
+        match group {
             Some(gi) if *groups[gi].nodes.last().expect("groups are non-empty") == i => {
                 let (chain, inputs) = chain_of(g, &groups[gi]);
                 let k = chains.iter().position(|c| *c == chain).unwrap_or_else(|| {
@@ -234,10 +291,17 @@ fn steps(g: &Graph, opts: &HostOptions, outputs: &BTreeMap<Value, usize>) -> (Ve
                 steps.push(Step::Chain { chain: k, nodes: groups[gi].nodes.clone(), inputs, out });
             }
             Some(_) => {}
-            None => steps.push(Step::Kernel { node: i, symbol: symbol(g, i) }),
+            None => {
+                let kernel = match kernel {
+                    Kernel::Pointwise => Kernel::Interp { why: "pointwise op outside a compiled loop".into() },
+                    k => k,
+                };
+                let symbol = kernel.symbol().expect("calls have a symbol").to_string();
+                steps.push(Step::Kernel { node: i, symbol, kernel });
+            }
         }
     }
-    (steps, chains)
+    Ok((steps, chains))
 }
 
 /// Values a step writes and reads.
@@ -259,7 +323,7 @@ pub fn schedule(g: &Graph, opts: &HostOptions, planner: &dyn ArenaPlanner) -> Re
     for (_, v) in &g.outputs {
         *named.entry(*v).or_insert(0) += 1;
     }
-    let (mut steps, chains) = steps(g, opts, &named);
+    let (mut steps, chains) = steps(g, opts, &named)?;
     // Outputs written in place: produced by a step, named once.
     let mut direct: BTreeMap<Value, usize> = BTreeMap::new();
     for s in &steps {
@@ -277,14 +341,23 @@ pub fn schedule(g: &Graph, opts: &HostOptions, planner: &dyn ArenaPlanner) -> Re
         }
     }
     let root = roots(g);
-    let requests = requests(g, &steps, &direct, &root);
-    let plan = planner.plan(&requests);
-    if plan.offsets.len() != requests.len() {
-        let message = format!("{} offsets for {} arena values", plan.offsets.len(), requests.len());
+    let plan = Sharer::new(g, &steps, &chains, &direct, &root, &io).run();
+    let arena = planner.plan(&plan.requests);
+    if arena.offsets.len() != plan.requests.len() {
+        let message = format!("{} offsets for {} arena values", arena.offsets.len(), plan.requests.len());
         return Err(HostError::Plan { message });
     }
-    let locs = locate(g, &io, &direct, &requests, &plan.offsets);
-    Ok(Schedule { steps, chains, io, locs, requests, arena_bytes: plan.size })
+    let locs = locate(g, &io, &direct, &plan, &arena.offsets);
+    Ok(Schedule {
+        steps,
+        chains,
+        io,
+        locs,
+        requests: plan.requests,
+        arena_bytes: arena.size,
+        aliases: plan.aliases,
+        in_place: plan.in_place,
+    })
 }
 
 /// Per value: the value whose storage it is (itself, or what a view views).
@@ -301,23 +374,143 @@ fn roots(g: &Graph) -> Vec<Vec<Value>> {
     root
 }
 
-/// One request per value a step writes that is not an in-place output.
-fn requests(g: &Graph, steps: &[Step], direct: &BTreeMap<Value, usize>, root: &[Vec<Value>]) -> Vec<ArenaRequest> {
-    let mut reqs: Vec<ArenaRequest> = Vec::new();
-    let mut at: BTreeMap<Value, usize> = BTreeMap::new();
-    for (k, s) in steps.iter().enumerate() {
-        let (writes, reads) = writes_reads(g, s);
-        for v in reads {
-            if let Some(&r) = at.get(&root[v.node][v.index]) {
-                reqs[r].last = k;
+/// The arena requests and in-place decisions of a schedule.
+struct Shared {
+    requests: Vec<ArenaRequest>,
+    /// Per arena value: its request.
+    request_of: BTreeMap<Value, usize>,
+    aliases: Vec<IoAlias>,
+    in_place: Vec<(Value, Value)>,
+}
+
+/// Decides where each written value goes: its own request, an operand's request (in place), or
+/// a direct output (possibly aliasing a state input).
+struct Sharer<'a> {
+    g: &'a Graph,
+    steps: &'a [Step],
+    chains: &'a [EwChain],
+    direct: &'a BTreeMap<Value, usize>,
+    root: &'a [Vec<Value>],
+    io: &'a IoTable,
+    /// Per storage root: the last step reading it (or a view of it).
+    last: BTreeMap<Value, usize>,
+}
+
+impl<'a> Sharer<'a> {
+    fn new(
+        g: &'a Graph,
+        steps: &'a [Step],
+        chains: &'a [EwChain],
+        direct: &'a BTreeMap<Value, usize>,
+        root: &'a [Vec<Value>],
+        io: &'a IoTable,
+    ) -> Self {
+        let mut last = BTreeMap::new();
+        for (k, s) in steps.iter().enumerate() {
+            for v in writes_reads(g, s).1 {
+                last.insert(root[v.node][v.index], k);
             }
         }
-        for v in writes.into_iter().filter(|v| !direct.contains_key(v)) {
-            at.insert(v, reqs.len());
-            reqs.push(ArenaRequest { value: v, bytes: Poly::bytes(g.ty(v)), first: k, last: k });
+        Sharer { g, steps, chains, direct, root, io, last }
+    }
+
+    fn root_of(&self, v: Value) -> Value {
+        self.root[v.node][v.index]
+    }
+
+    /// The operands result `v` of step `k` may take the bytes of, with how: the op table's pairs
+    /// for a kernel, full inputs for a chain.
+    fn candidates(&self, k: usize, v: Value) -> Vec<(Value, Sharing)> {
+        match &self.steps[k] {
+            Step::Kernel { node, .. } => {
+                let n = &self.g.nodes[*node];
+                (n.op.info().in_place.iter())
+                    .filter(|p| p.result == v.index)
+                    .map(|p| (n.inputs[p.operand], p.sharing))
+                    .collect()
+            }
+            Step::Chain { chain, inputs, .. } => (inputs.iter().zip(&self.chains[*chain].inputs))
+                .filter(|(_, b)| **b == Bcast::Full)
+                .map(|(x, _)| (*x, Sharing::Alias))
+                .collect(),
+            Step::Copy { .. } => vec![],
         }
     }
-    reqs
+
+    /// Whether operand `x` of step `k` is the whole of its storage, read by no other operand of
+    /// the step and by no later step.
+    fn dies_whole(&self, k: usize, x: Value, taken: &BTreeSet<Value>) -> bool {
+        let r = self.root_of(x);
+        let reads = writes_reads(self.g, &self.steps[k]).1;
+        let alone = reads.iter().filter(|o| self.root_of(**o) == r).count() == 1;
+        let whole = self.g.ty(x) == self.g.ty(r) && (x == r || self.g.view_offset(x.node).is_some_and(|o| o.is_zero()));
+        alone && whole && self.last.get(&r) == Some(&k) && !taken.contains(&r)
+    }
+
+    fn run(self) -> Shared {
+        let mut sh =
+            Shared { requests: Vec::new(), request_of: BTreeMap::new(), aliases: Vec::new(), in_place: Vec::new() };
+        let input_slot = |r: Value| match &self.g.nodes[r.node].op {
+            Op::Input { name, .. } => self.io.slot(IoKind::Input, name),
+            _ => None,
+        };
+        for k in 0..self.steps.len() {
+            let (writes, reads) = writes_reads(self.g, &self.steps[k]);
+            for v in &reads {
+                if let Some(&r) = sh.request_of.get(&self.root_of(*v)) {
+                    sh.requests[r].last = sh.requests[r].last.max(k);
+                }
+            }
+            let mut taken = BTreeSet::new();
+            for v in writes {
+                let cands = self.candidates(k, v);
+                if let Some(&out_slot) = self.direct.get(&v) {
+                    // A state output may share its state input's buffer.
+                    for (x, how) in cands {
+                        let r = self.root_of(x);
+                        let grows = match how {
+                            Sharing::Update if self.g.ty(x) == self.g.ty(v) => None,
+                            Sharing::Append { axis } => Some(axis),
+                            _ => continue,
+                        };
+                        if let (Some(input), true) = (input_slot(r), self.dies_whole(k, x, &taken)) {
+                            taken.insert(r);
+                            sh.aliases.push(IoAlias { output: out_slot, input, grows });
+                            sh.in_place.push((v, x));
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                let shared = cands.into_iter().find(|(x, how)| {
+                    let r = self.root_of(*x);
+                    !matches!(how, Sharing::Append { .. })
+                        && self.g.ty(*x) == self.g.ty(v)
+                        && sh.request_of.contains_key(&r)
+                        && self.dies_whole(k, *x, &taken)
+                });
+                match shared {
+                    Some((x, _)) => {
+                        let r = self.root_of(x);
+                        taken.insert(r);
+                        let req = sh.request_of[&r];
+                        sh.request_of.insert(v, req);
+                        sh.in_place.push((v, x));
+                    }
+                    None => {
+                        sh.request_of.insert(v, sh.requests.len());
+                        sh.requests.push(ArenaRequest {
+                            value: v,
+                            bytes: Poly::bytes(self.g.ty(v)),
+                            first: k,
+                            last: k,
+                        });
+                    }
+                }
+            }
+        }
+        sh
+    }
 }
 
 /// Every value's location (see [`Schedule::locs`]).
@@ -325,15 +518,15 @@ fn locate(
     g: &Graph,
     io: &IoTable,
     direct: &BTreeMap<Value, usize>,
-    requests: &[ArenaRequest],
+    shared: &Shared,
     offsets: &[Poly],
 ) -> Vec<Vec<Option<Loc>>> {
     let mut stored: BTreeMap<Value, Loc> = BTreeMap::new();
     for (v, &slot) in direct {
         stored.insert(*v, Loc { base: Base::Io(slot), offset: Poly::zero() });
     }
-    for (r, o) in requests.iter().zip(offsets) {
-        stored.insert(r.value, Loc { base: Base::Arena, offset: o.clone() });
+    for (v, &r) in &shared.request_of {
+        stored.insert(*v, Loc { base: Base::Arena, offset: offsets[r].clone() });
     }
     let mut locs: Vec<Vec<Option<Loc>>> = Vec::with_capacity(g.nodes.len());
     for (i, n) in g.nodes.iter().enumerate() {

@@ -98,7 +98,7 @@ pub unsafe extern "C" fn split_for(ctx: *mut u8, f: LoopFn, n: i64, ins: *const 
 /// Shims for every symbol `g` needs under `opts`.
 pub fn shims(g: &Graph, opts: &HostOptions) -> ShimTable {
     let mut t = ShimTable::new();
-    for s in required_shims(g, opts) {
+    for s in required_shims(g, opts).expect("schedules") {
         t.kernel(s, interp_shim);
     }
     t.parallel_for(split_for);

@@ -1,77 +1,15 @@
-//! Load time: weight-only subgraphs hoisted out of the entry points and evaluated once, and
-//! every weight the host code reads bound in the dtype its kernel wants.
-//!
-//! [`hoist`] replaces each weight-only node (`Graph::weight_only`: weight concats made by
-//! fusion, the conv weight's reshape, ...) that a per-call node reads with a `Weight` named
-//! `load:{node}`, and drops the subgraph behind it; [`eval_load`] computes such a value from the
-//! original graph. Movement (reshape, concat, slice) keeps bf16 as bf16, anything else is
-//! evaluated in f32 by the interpreter's `eval_op`.
-//!
-//! bf16 stays bf16 only where a kernel widens it itself ([`bf16_operand`]: the weight operand of
-//! the matmul family, the embedding table, the expert stacks); everywhere else (norm weights,
-//! conv weights, gates) the weight is converted to f32 at load.
+//! Load time: the values of `load:` weights (`qgc_codegen::hoist`), computed once from their
+//! load graph by [`eval_load`] (movement — reshape, concat, slice — keeps bf16 as bf16, anything
+//! else is evaluated in f32 by the interpreter's `eval_op`), and the per-expert gate/up stacks.
 
 use crate::weights::{HostTensor, RawWeights};
 use qgc_ir::interp::{eval_op, Tensor};
-use qgc_ir::{Bindings, Graph, IrError, Op, Value};
+use qgc_ir::{Bindings, Graph, Op};
 use std::borrow::Cow;
-use std::collections::BTreeMap;
-
-/// Prefix of the weights [`hoist`] introduces.
-pub const LOAD_PREFIX: &str = "load:";
-
-/// `g` with its weight-only nodes read per call turned into `load:` weights; returns the new
-/// graph and, per introduced weight name, the node of `g` that computes it.
-pub fn hoist(g: &Graph) -> Result<(Graph, BTreeMap<String, usize>), IrError> {
-    let wo = g.weight_only();
-    let mut hoisted = vec![false; g.nodes.len()];
-    let hoistable = |v: &Value| {
-        let src = &g.nodes[v.node];
-        wo[v.node] && !matches!(src.op, Op::Weight { .. }) && src.outputs.len() == 1
-    };
-    for (i, n) in g.nodes.iter().enumerate() {
-        if !wo[i] {
-            n.inputs.iter().filter(|v| hoistable(v)).for_each(|v| hoisted[v.node] = true);
-        }
-    }
-    g.outputs.iter().filter(|(_, v)| hoistable(v)).for_each(|(_, v)| hoisted[v.node] = true);
-    let mut out = Graph { name: g.name.clone(), fixed_seq: g.fixed_seq, ..Graph::default() };
-    let mut map: BTreeMap<Value, Value> = BTreeMap::new();
-    let mut loads = BTreeMap::new();
-    for (i, n) in g.nodes.iter().enumerate() {
-        if hoisted[i] {
-            let name = format!("{LOAD_PREFIX}{}", n.name);
-            let origin = qgc_ir::Origin { role: qgc_ir::Role::Weight, ..n.origin };
-            let v =
-                out.add_at(origin, n.name.clone(), Op::Weight { name: name.clone(), ty: n.outputs[0].clone() }, &[])?
-                    [0];
-            map.insert(Value { node: i, index: 0 }, v);
-            loads.insert(name, i);
-            continue;
-        }
-        let ins: Vec<Value> = n.inputs.iter().map(|v| map[v]).collect();
-        for (index, v) in out.add_at(n.origin, n.name.clone(), n.op.clone(), &ins)?.into_iter().enumerate() {
-            map.insert(Value { node: i, index }, v);
-        }
-    }
-    out.outputs = g.outputs.iter().map(|(name, v)| (name.clone(), map[v])).collect();
-    Ok((qgc_passes::classic::dce(&out)?, loads))
-}
-
-/// Whether operand `k` of `op` may be a bf16 weight (its kernel widens it in registers).
-pub fn bf16_operand(op: &Op, k: usize) -> bool {
-    matches!(
-        (op, k),
-        (Op::MatMul | Op::MatMulSwiGlu | Op::MatMulSigmoidGate, 1)
-            | (Op::SigmoidGateMatMul, 2)
-            | (Op::Embed, 0)
-            | (Op::MoeExperts, 3..=5)
-    )
-}
 
 /// Row-major concatenation of `parts` (each `shape`) along `axis` into `out` (load time, and
 /// the `concat` shim on 4-byte words).
-pub(crate) fn concat_into<T: Copy>(parts: &[(&[usize], &[T])], axis: usize, out: &mut [T]) {
+fn concat_into<T: Copy>(parts: &[(&[usize], &[T])], axis: usize, out: &mut [T]) {
     let outer: usize = parts[0].0[..axis].iter().product();
     let mut at = 0;
     for o in 0..outer {
@@ -90,7 +28,7 @@ fn concat<T: Copy + Default>(parts: &[(&[usize], &[T])], axis: usize) -> Vec<T> 
 }
 
 /// Row-major slice `start..start+len` along `axis` of `data` (`shape`) into `out`.
-pub(crate) fn slice_into<T: Copy>(shape: &[usize], data: &[T], axis: usize, start: usize, len: usize, out: &mut [T]) {
+fn slice_into<T: Copy>(shape: &[usize], data: &[T], axis: usize, start: usize, len: usize, out: &mut [T]) {
     let outer: usize = shape[..axis].iter().product();
     let inner: usize = shape[axis + 1..].iter().product();
     for o in 0..outer {

@@ -1,73 +1,53 @@
-//! The compiled CPU backend: a program after the pass pipeline, its entry points JIT-compiled by
-//! `qgc_codegen::host` (Cranelift host functions calling the [`shims`] over `runtime::cpu`
-//! kernels, fused elementwise chains as SIMD loops split over rayon threads), with the weights
-//! bound once at load.
+//! The compiled CPU backend: a [`CompiledProgram`] (optimised graphs, kernel bindings, memory
+//! plans — made by `qgc_codegen::compile`, or read from an artifact) whose entry points are
+//! JIT-compiled by `qgc_codegen::host` (Cranelift host functions calling the [`shims`] over
+//! `runtime::cpu` kernels, fused elementwise chains as SIMD loops split over rayon threads), with
+//! the weights bound once at load.
 //!
-//! [`CpuModel::compile`] runs, per entry point: the pass pipeline (fusion), [`load::hoist`]
-//! (weight-only subgraphs become load-time weights), host code generation with the reusing
-//! arena planner, and weight binding: every weight the host code reads, in the dtype its kernel
-//! wants (bf16 stays bf16 for the matmul family, embeddings and experts; see [`load`]).
-//! [`CpuModel::run`] calls an entry point like `qgc_ir::interp::run` does: same inputs, same
-//! outputs, same errors for bad inputs; `Session` runs either (`Backend`).
-//!
-//! The entry points are those of the [`Program`] plus [`Entry::PrefillHidden`]: prefill without
-//! the `logits` output (what generation feeds all but the last prompt token through, so the
-//! vocabulary projection runs once per prompt instead of once per token).
+//! [`CpuModel::load`] verifies the compiled program (no pass runs), generates host code from
+//! each stored schedule, and binds the weights ([`bind`]: every weight the host code reads, in
+//! the dtype its kernel wants; `load:` weights evaluated from their load graph).
+//! [`CpuModel::compile`] compiles a lowered program first. [`CpuModel::run`] calls an entry point:
+//! inputs by name, state updated in place where the schedule allows (an [`IoAlias`]: a state
+//! output sharing its input's buffer, a KV cache appended to within its capacity).
 
+mod bind;
 pub mod load;
 mod shims;
 
 use crate::cpu::moe::MoeScratch;
+use crate::tensor::{StateTensor, Tensor};
 use crate::weights::{HostTensor, RawWeights};
-use qgc_codegen::host::{compile_entry, required_shims, HostEntry, HostError, HostOptions, IoKind, Precision};
-use qgc_ir::interp::Tensor;
-use qgc_ir::{Bindings, DType, Graph, Op, Program};
-use std::collections::{BTreeMap, BTreeSet};
+use qgc_codegen::binding::Kernel;
+pub use qgc_codegen::compile::Entry;
+use qgc_codegen::compile::{compile_graphs, compile_program, CompileError, CompiledProgram};
+use qgc_codegen::host::{compile_schedule, HostEntry, HostError, HostOptions, IoKind, Precision};
+use qgc_ir::{Bindings, DType, Graph, Program};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
-
-/// An entry point of a compiled model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Entry {
-    /// Prefill over S tokens, logits for every token.
-    Prefill,
-    /// Prefill over S tokens without logits (state, and `hidden` with an MTP block).
-    PrefillHidden,
-    /// One token.
-    Decode,
-    /// The MTP draft block.
-    Mtp,
-}
-
-impl Entry {
-    /// Its name in messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            Entry::Prefill => "prefill",
-            Entry::PrefillHidden => "prefill (no logits)",
-            Entry::Decode => "decode",
-            Entry::Mtp => "mtp",
-        }
-    }
-}
 
 /// Compiled-backend failures.
 #[derive(Debug, thiserror::Error)]
 pub enum CompiledError {
-    /// The pass pipeline failed.
-    #[error("optimising {entry}: {message}")]
-    Passes {
-        /// Entry point.
-        entry: &'static str,
-        /// What failed.
-        message: String,
-    },
+    /// Compiling or verifying the program failed.
+    #[error(transparent)]
+    Compile(#[from] CompileError),
     /// Host code generation failed.
-    #[error("compiling {entry}: {err}")]
+    #[error("generating host code for {entry}")]
     Host {
         /// Entry point.
         entry: &'static str,
         /// Why.
-        err: HostError,
+        #[source]
+        source: HostError,
+    },
+    /// The schedule calls a shim the CPU backend does not have.
+    #[error("{entry}: {message}")]
+    Shim {
+        /// Entry point.
+        entry: &'static str,
+        /// Which.
+        message: String,
     },
     /// A weight could not be bound.
     #[error("weight {name}: {message}")]
@@ -80,7 +60,8 @@ pub enum CompiledError {
     /// A bad call: missing or mis-shaped input, or the entry point does not exist.
     #[error("{0}")]
     Input(String),
-    /// A kernel reported an error (bad token id, positions, ...).
+    /// A kernel reported an error (bad token id, positions, ...). State the call updates in
+    /// place may be partly written.
     #[error("{0}")]
     Kernel(String),
 }
@@ -104,7 +85,9 @@ impl Default for CpuOptions {
 pub(crate) struct CpuEntry {
     /// The graph the host function was compiled from (after fusion and hoisting).
     pub graph: Graph,
-    host: HostEntry,
+    pub host: HostEntry,
+    /// Per node: its kernel binding when it is a kernel step.
+    pub kernels: Vec<Option<Kernel>>,
     /// Per io slot: the bound tensor of a weight slot.
     slot_tensors: Vec<Option<usize>>,
     /// Per node, per operand: the bound tensor when the operand is a weight.
@@ -120,6 +103,8 @@ pub(crate) struct Ctx<'a> {
     pub entry: &'a CpuEntry,
     pub tensors: &'a [HostTensor<'a>],
     pub bind: Bindings,
+    /// Per io slot: the capacity of a growing state buffer along its growing axis (0: dense).
+    pub caps: Vec<usize>,
     pub error: Option<String>,
     pub moe: MoeScratch,
 }
@@ -130,58 +115,47 @@ pub struct CpuModel<'w> {
     tensors: Vec<HostTensor<'w>>,
 }
 
-/// `g` without its `logits` output, dead code removed.
-pub fn without_logits(g: &Graph) -> Result<Graph, qgc_ir::IrError> {
-    let mut h = g.clone();
-    h.outputs.retain(|(n, _)| n != "logits");
-    qgc_passes::classic::dce(&h)
-}
-
 impl<'w> CpuModel<'w> {
-    /// Optimises and compiles every entry point of `program` (as lowered) and binds `weights`.
+    /// Optimises and compiles every entry point of `program` (as lowered), then [`CpuModel::load`]s it.
     pub fn compile(
         program: &Program,
         weights: &'w dyn RawWeights,
         opts: CpuOptions,
     ) -> Result<CpuModel<'w>, CompiledError> {
-        let pass_err = |entry: Entry| {
-            move |e: qgc_passes::PassError| CompiledError::Passes { entry: entry.name(), message: e.to_string() }
-        };
-        let popts = qgc_passes::Options::default();
-        let opt =
-            |g: &Graph, e: Entry| qgc_passes::optimise(g, &popts, &mut |_, _| {}).map(|(g, _)| g).map_err(pass_err(e));
-        let prefill = opt(&program.prefill, Entry::Prefill)?;
-        let hidden = without_logits(&prefill)
-            .map_err(|e| CompiledError::Passes { entry: Entry::PrefillHidden.name(), message: e.to_string() })?;
-        let mut graphs = vec![(Entry::Prefill, prefill), (Entry::PrefillHidden, hidden)];
-        graphs.push((Entry::Decode, opt(&program.decode, Entry::Decode)?));
-        if let Some(m) = &program.mtp {
-            graphs.push((Entry::Mtp, opt(m, Entry::Mtp)?));
-        }
-        CpuModel::from_graphs(graphs, weights, opts)
+        let (compiled, _) = compile_program(program, &mut |_, _| {})?;
+        CpuModel::load(&compiled, weights, opts)
     }
 
     /// Compiles already optimised entry-point graphs (e.g. one random graph as
-    /// [`Entry::Prefill`]) and binds `weights`: hoisting, host code, weight binding.
+    /// [`Entry::Prefill`]) and binds `weights`.
     pub fn from_graphs(
         graphs: Vec<(Entry, Graph)>,
         weights: &'w dyn RawWeights,
         opts: CpuOptions,
     ) -> Result<CpuModel<'w>, CompiledError> {
+        CpuModel::load(&compile_graphs(graphs, Vec::new(), Vec::new())?, weights, opts)
+    }
+
+    /// Verifies `compiled` (no pass runs), generates host code for every entry point from its
+    /// stored schedule, and binds `weights`.
+    pub fn load(
+        compiled: &CompiledProgram,
+        weights: &'w dyn RawWeights,
+        opts: CpuOptions,
+    ) -> Result<CpuModel<'w>, CompiledError> {
+        compiled.verify()?;
         let mut model = CpuModel { entries: BTreeMap::new(), tensors: Vec::new() };
-        let mut binder = Binder { weights, index: BTreeMap::new() };
+        let mut binder = bind::Binder { weights, index: BTreeMap::new() };
         let hopts =
             HostOptions { fuse_elementwise: true, parallel_loops: opts.parallel_loops, precision: opts.precision };
-        for (entry, g) in graphs {
-            let fused = g;
-            let (g, loads) = load::hoist(&fused)
-                .map_err(|e| CompiledError::Passes { entry: entry.name(), message: e.to_string() })?;
-            let symbols = required_shims(&g, &hopts);
-            let table = shims::table(&symbols);
-            let host = compile_entry(&g, &table, &qgc_codegen::host::ReusePlanner::for_graph(&g), &hopts)
-                .map_err(|err| CompiledError::Host { entry: entry.name(), err })?;
-            let e = binder.bind(&fused, g, host, &loads, &mut model.tensors)?;
-            model.entries.insert(entry, e);
+        for e in &compiled.entries {
+            let name = e.entry.name();
+            let symbols = e.schedule.shim_symbols(hopts.parallel_loops);
+            let table = shims::table(&symbols).map_err(|message| CompiledError::Shim { entry: name, message })?;
+            let host = compile_schedule(&e.graph, e.schedule.clone(), &table, &hopts)
+                .map_err(|source| CompiledError::Host { entry: name, source })?;
+            let bound = binder.bind(&e.load, e.graph.clone(), host, &mut model.tensors)?;
+            model.entries.insert(e.entry, bound);
         }
         Ok(model)
     }
@@ -206,90 +180,123 @@ impl<'w> CpuModel<'w> {
         for (k, t) in e.slot_tensors.iter().enumerate() {
             let Some(t) = *t else { continue };
             let name = &e.host.io().slots[k].name;
-            let is_this = |v: &qgc_ir::Value| matches!(&g.nodes[v.node].op, Op::Weight { name: w, .. } if w == name);
-            let uses: Vec<(&qgc_ir::Node, usize)> = g
-                .nodes
-                .iter()
-                .flat_map(|n| n.inputs.iter().enumerate().filter(|(_, v)| is_this(v)).map(move |(j, _)| (n, j)))
+            let is_this =
+                |v: &qgc_ir::Value| matches!(&g.nodes[v.node].op, qgc_ir::Op::Weight { name: w, .. } if w == name);
+            let uses: Vec<(usize, usize)> = (g.nodes.iter().enumerate())
+                .flat_map(|(i, n)| n.inputs.iter().enumerate().filter(|(_, v)| is_this(v)).map(move |(j, _)| (i, j)))
                 .collect();
             let bytes = tensor_bytes(&self.tensors[t]);
-            total += if !uses.is_empty() && uses.iter().all(|(n, j)| matches!(n.op, Op::Embed) && *j == 0) {
-                let h = uses[0].0.outputs[0].shape.last().and_then(|d| d.as_const()).unwrap_or(0) as u64;
+            let embed_row = |&(i, j): &(usize, usize)| matches!(e.kernels[i], Some(Kernel::Embed { .. })) && j == 0;
+            total += if !uses.is_empty() && uses.iter().all(embed_row) {
+                let h = g.nodes[uses[0].0].outputs[0].shape.last().and_then(|d| d.as_const()).unwrap_or(0) as u64;
                 h * if self.tensors[t].is_bf16() { 2 } else { 4 }
             } else {
                 bytes
             };
         }
         for (&node, &stack) in &e.expert_stacks {
-            let n = &g.nodes[node];
-            let dim = |v: usize, d: usize| g.ty(n.inputs[v]).shape[d].as_const().unwrap_or(1) as u64;
-            let (experts, top_k) = (dim(3, 0), dim(1, 2));
+            let Some(Kernel::Experts(x)) = &e.kernels[node] else { continue };
             let down = e.operand_weights[node][5].map_or(0, |d| tensor_bytes(&self.tensors[d]));
             let all = tensor_bytes(&self.tensors[stack]) + down;
-            total = total - down + all * top_k / experts.max(1);
+            total = total - down + all * x.top_k as u64 / (x.experts as u64).max(1);
         }
         total
     }
 
-    /// Runs `entry` on `inputs` (`tokens`, `positions`, `state.*`, `hidden` for MTP) under `bind`;
-    /// returns every named output, like `qgc_ir::interp::run`.
+    /// Runs `entry` under `bind`. Inputs come from `state` (by name: `state.*`, growing KV caches
+    /// with their capacity) or else from `inputs`; state outputs go back into `state` (updated in
+    /// place where the schedule aliases them, growing within capacity), every other output is
+    /// returned. On error, state buffers the call updates in place may be partly written.
     pub fn run(
         &self,
         entry: Entry,
         bind: &Bindings,
         inputs: &BTreeMap<String, Tensor>,
+        state: &mut BTreeMap<String, StateTensor>,
     ) -> Result<BTreeMap<String, Tensor>, CompiledError> {
         let e = self
             .entries
             .get(&entry)
             .ok_or_else(|| CompiledError::Input(format!("the model has no {} entry point", entry.name())))?;
-        let slots = &e.host.io().slots;
-        let mut outs: Vec<(usize, Tensor)> = Vec::new();
-        let mut io: Vec<*mut u8> = Vec::with_capacity(slots.len());
-        for (k, slot) in slots.iter().enumerate() {
-            match slot.kind {
-                IoKind::Input => {
-                    let t = inputs
-                        .get(&slot.name)
-                        .ok_or_else(|| CompiledError::Input(format!("missing input {:?}", slot.name)))?;
-                    if !t.fits(&slot.ty, bind) {
-                        let want: Vec<String> = slot.ty.eval(bind).iter().map(usize::to_string).collect();
-                        return Err(CompiledError::Input(format!(
-                            "input {:?}: expected [{}], got {}",
-                            slot.name,
-                            want.join(","),
-                            t.describe()
-                        )));
-                    }
-                    io.push(match (t.as_f32(), t.as_i32()) {
-                        (Some(v), _) => v.as_ptr() as *mut u8,
-                        (_, Some(v)) => v.as_ptr() as *mut u8,
-                        _ => unreachable!("tensors are f32 or i32"),
-                    });
-                }
-                IoKind::Output => {
-                    let shape = slot.ty.eval(bind);
-                    let n = shape.iter().product();
-                    let t = match slot.ty.dtype {
-                        DType::I32 => Tensor::i32(shape, vec![0; n]),
-                        _ => Tensor::zeros(shape),
-                    };
-                    outs.push((k, t));
-                    io.push(std::ptr::null_mut());
-                }
-                IoKind::Weight => {
-                    let t = e.slot_tensors[k].expect("every weight slot is bound at load");
-                    io.push(match &self.tensors[t] {
-                        HostTensor::Bf16(v) => v.as_ptr() as *mut u8,
-                        other => other.as_f32().unwrap_or_default().as_ptr() as *mut u8,
-                    });
-                }
+        let sched = &e.host.schedule;
+        let slots = &sched.io.slots;
+        let aliased: BTreeMap<usize, usize> = sched
+            .aliases
+            .iter()
+            .filter(|a| slots[a.output].name == slots[a.input].name && state.contains_key(&slots[a.input].name))
+            .map(|a| (a.output, a.input))
+            .collect();
+        // Room for what the call appends, before any pointer is taken.
+        for &o in aliased.keys() {
+            let want = slots[o].ty.eval(bind);
+            let st = state.get_mut(&slots[o].name).expect("aliased slots are state");
+            if let Some(a) = st.axis() {
+                st.reserve(want[a]);
             }
         }
+        let mut caps = vec![0usize; slots.len()];
+        let mut fresh: BTreeMap<usize, StateTensor> = BTreeMap::new();
+        let mut outs: Vec<(usize, Tensor)> = Vec::new();
+        for (k, slot) in slots.iter().enumerate() {
+            match slot.kind {
+                IoKind::Input => match state.get(&slot.name) {
+                    Some(st) => {
+                        if st.shape() != slot.ty.eval(bind) {
+                            return Err(bad_input(&slot.name, &slot.ty, bind, &format!("{:?}", st.shape())));
+                        }
+                        caps[k] = st.axis().map_or(0, |_| st.capacity());
+                    }
+                    None => {
+                        let t = inputs
+                            .get(&slot.name)
+                            .ok_or_else(|| CompiledError::Input(format!("missing input {:?}", slot.name)))?;
+                        if !t.fits(&slot.ty, bind) {
+                            return Err(bad_input(&slot.name, &slot.ty, bind, &t.describe()));
+                        }
+                    }
+                },
+                IoKind::Output => match (state.get(&slot.name), aliased.get(&k)) {
+                    (Some(st), Some(_)) => caps[k] = st.axis().map_or(0, |_| st.capacity()),
+                    (Some(st), None) => {
+                        let fresh_st = StateTensor::zeros(slot.ty.eval(bind), st.axis());
+                        caps[k] = fresh_st.axis().map_or(0, |_| fresh_st.capacity());
+                        fresh.insert(k, fresh_st);
+                    }
+                    (None, _) => outs.push((k, Tensor::zeros(slot.ty.eval(bind), slot.ty.dtype))),
+                },
+                IoKind::Weight => {}
+            }
+        }
+        let mut io: Vec<*mut u8> = vec![std::ptr::null_mut(); slots.len()];
+        for (k, slot) in slots.iter().enumerate() {
+            io[k] = match slot.kind {
+                IoKind::Input => match state.get_mut(&slot.name) {
+                    Some(st) => st.data_mut().as_mut_ptr() as *mut u8,
+                    None => host_ptr(&inputs[&slot.name]),
+                },
+                IoKind::Output => match aliased.get(&k) {
+                    Some(_) => continue,
+                    None => match fresh.get_mut(&k) {
+                        Some(st) => st.data_mut().as_mut_ptr() as *mut u8,
+                        None => continue,
+                    },
+                },
+                IoKind::Weight => {
+                    let t = e.slot_tensors[k].expect("every weight slot is bound at load");
+                    match &self.tensors[t] {
+                        HostTensor::Bf16(v) => v.as_ptr() as *mut u8,
+                        other => other.as_f32().unwrap_or_default().as_ptr() as *mut u8,
+                    }
+                }
+            };
+        }
+        for (&o, &i) in &aliased {
+            io[o] = io[i];
+        }
         for (k, t) in &mut outs {
-            io[*k] = match &mut t.data {
-                qgc_ir::interp::Data::F32(v) => v.as_mut_ptr() as *mut u8,
-                qgc_ir::interp::Data::I32(v) => v.as_mut_ptr() as *mut u8,
+            io[*k] = match t.dtype() {
+                DType::I32 => t.as_i32_mut().map_or(std::ptr::null_mut(), |v| v.as_mut_ptr() as *mut u8),
+                _ => t.as_f32_mut().map_or(std::ptr::null_mut(), |v| v.as_mut_ptr() as *mut u8),
             };
         }
         let bytes = e.host.arena_bytes().eval(bind) as usize;
@@ -301,137 +308,47 @@ impl<'w> CpuModel<'w> {
         let base = arena.as_mut_ptr() as *mut u8;
         // SAFETY: `base` points into the arena vector, which has `bytes + 64` bytes.
         let arena_ptr = unsafe { base.add(base.align_offset(64)) };
-        let mut cx = Ctx { entry: e, tensors: &self.tensors, bind: *bind, error: None, moe: std::mem::take(moe) };
+        let mut cx = Ctx { entry: e, tensors: &self.tensors, bind: *bind, caps, error: None, moe: std::mem::take(moe) };
         let (b, s, p) = (bind.b as i64, bind.s as i64, bind.p as i64);
         // SAFETY: io holds one buffer per slot of its type under `bind` (inputs checked above,
-        // outputs freshly allocated, weights bound at load with their slot's element count), the
-        // arena has the planned bytes, and ctx is the Ctx the shims expect.
+        // state buffers of their logical shape with `caps` entries along a growing axis, outputs
+        // freshly allocated, aliased outputs the input buffer reserved for the appended length,
+        // weights bound at load with their slot's element count), the arena has the planned
+        // bytes, and ctx is the Ctx the shims expect.
         let status = unsafe { (e.host.func())(&mut cx as *mut Ctx as *mut u8, arena_ptr, io.as_ptr(), b, s, p) };
         *moe = std::mem::take(&mut cx.moe);
         drop(scratch);
         if status != 0 {
             return Err(CompiledError::Kernel(cx.error.unwrap_or_else(|| format!("{} failed", entry.name()))));
         }
+        for &o in aliased.keys() {
+            let want = slots[o].ty.eval(bind);
+            let st = state.get_mut(&slots[o].name).expect("aliased slots are state");
+            if let Some(a) = st.axis() {
+                st.set_len(want[a]);
+            }
+        }
+        for (k, st) in fresh {
+            state.insert(slots[k].name.clone(), st);
+        }
         Ok(outs.into_iter().map(|(k, t)| (slots[k].name.clone(), t)).collect())
+    }
+}
+
+fn bad_input(name: &str, ty: &qgc_ir::TensorType, bind: &Bindings, got: &str) -> CompiledError {
+    let want: Vec<String> = ty.eval(bind).iter().map(usize::to_string).collect();
+    CompiledError::Input(format!("input {name:?}: expected [{}], got {got}", want.join(",")))
+}
+
+/// The host address of a tensor's elements (read-only use by the host code).
+fn host_ptr(t: &Tensor) -> *mut u8 {
+    match (t.as_f32(), t.as_i32()) {
+        (Some(v), _) => v.as_ptr() as *mut u8,
+        (_, Some(v)) => v.as_ptr() as *mut u8,
+        _ => std::ptr::null_mut(),
     }
 }
 
 fn tensor_bytes(t: &HostTensor) -> u64 {
     (t.len() * if t.is_bf16() { 2 } else { 4 }) as u64
-}
-
-/// Binds weights, sharing tensors between entry points.
-struct Binder<'w> {
-    weights: &'w dyn RawWeights,
-    /// (name, kept bf16 when stored so) -> index into the model's tensors.
-    index: BTreeMap<(String, bool), usize>,
-}
-
-impl<'w> Binder<'w> {
-    /// The tensor `key` (computed by `make` the first time), converted to f32 unless `bf16_ok`.
-    fn tensor(
-        &mut self,
-        key: &str,
-        bf16_ok: bool,
-        tensors: &mut Vec<HostTensor<'w>>,
-        make: impl FnOnce(&'w dyn RawWeights) -> Result<HostTensor<'w>, String>,
-    ) -> Result<usize, CompiledError> {
-        if let Some(&i) = self.index.get(&(key.to_string(), bf16_ok)) {
-            return Ok(i);
-        }
-        let t = make(self.weights).map_err(|message| CompiledError::Weight { name: key.into(), message })?;
-        let t = if t.is_bf16() && !bf16_ok { HostTensor::F32(std::borrow::Cow::Owned(t.to_f32())) } else { t };
-        tensors.push(t);
-        self.index.insert((key.to_string(), bf16_ok), tensors.len() - 1);
-        Ok(tensors.len() - 1)
-    }
-
-    /// Binds every weight of `g` (hoisted from `fused`; `loads` says which node of `fused`
-    /// computes each `load:` weight).
-    fn bind(
-        &mut self,
-        fused: &Graph,
-        g: Graph,
-        host: HostEntry,
-        loads: &BTreeMap<String, usize>,
-        tensors: &mut Vec<HostTensor<'w>>,
-    ) -> Result<CpuEntry, CompiledError> {
-        // How each weight is read: by a bf16-capable operand only, by the experts kernel only
-        // (gate/up, read from the stack instead), or by anything else (f32).
-        let mut f32_needed = BTreeSet::new();
-        let mut other_use = BTreeSet::new();
-        for n in &g.nodes {
-            for (k, v) in n.inputs.iter().enumerate() {
-                if let Op::Weight { name, .. } = &g.nodes[v.node].op {
-                    if !load::bf16_operand(&n.op, k) {
-                        f32_needed.insert(name.clone());
-                    }
-                    if !(matches!(n.op, Op::MoeExperts) && (k == 3 || k == 4)) {
-                        other_use.insert(name.clone());
-                    }
-                }
-            }
-        }
-        // A weight that is also an output is copied out as f32 by the host code.
-        for (_, v) in &g.outputs {
-            if let Op::Weight { name, .. } = &g.nodes[v.node].op {
-                f32_needed.insert(name.clone());
-                other_use.insert(name.clone());
-            }
-        }
-        let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
-        for (i, n) in g.nodes.iter().enumerate() {
-            let Op::Weight { name, .. } = &n.op else { continue };
-            if by_name.contains_key(name) {
-                continue;
-            }
-            let t = if !other_use.contains(name) {
-                // Read only through the experts' stack: bound empty, never read.
-                self.tensor("(unused)", false, tensors, |_| Ok(HostTensor::F32(std::borrow::Cow::Owned(Vec::new()))))?
-            } else if let Some(&src) = loads.get(name) {
-                self.tensor(name, !f32_needed.contains(name), tensors, |w| load::eval_load(fused, src, w))?
-            } else {
-                self.tensor(name, !f32_needed.contains(name), tensors, |w| load::eval_load(&g, i, w))?
-            };
-            by_name.insert(name.clone(), t);
-        }
-        let weight_of = |v: &qgc_ir::Value| match &g.nodes[v.node].op {
-            Op::Weight { name, .. } => by_name.get(name).copied(),
-            _ => None,
-        };
-        let operand_weights: Vec<Vec<Option<usize>>> =
-            g.nodes.iter().map(|n| n.inputs.iter().map(weight_of).collect()).collect();
-        let mut expert_stacks = BTreeMap::new();
-        for (i, n) in g.nodes.iter().enumerate() {
-            if !matches!(n.op, Op::MoeExperts) {
-                continue;
-            }
-            let (gate, up) = (n.inputs[3].node, n.inputs[4].node);
-            let name = |v: usize| match &g.nodes[v].op {
-                Op::Weight { name, .. } => name.clone(),
-                _ => g.nodes[v].name.clone(),
-            };
-            let experts = g.ty(n.inputs[3]).shape[0].as_const().unwrap_or(1);
-            let key = format!("stack:{}+{}", name(gate), name(up));
-            let stack = self.tensor(&key, true, tensors, |w| {
-                let (gt, ut) = (load::eval_load(&g, gate, w)?, load::eval_load(&g, up, w)?);
-                Ok(load::stack_experts(&gt, &ut, experts))
-            })?;
-            expert_stacks.insert(i, stack);
-        }
-        let slot_tensors = host
-            .io()
-            .slots
-            .iter()
-            .map(|s| if s.kind == IoKind::Weight { by_name.get(&s.name).copied() } else { None })
-            .collect();
-        Ok(CpuEntry {
-            graph: g,
-            host,
-            slot_tensors,
-            operand_weights,
-            expert_stacks,
-            scratch: Mutex::new((Vec::new(), MoeScratch::new())),
-        })
-    }
 }

@@ -1,23 +1,28 @@
-//! The kernel shims the JIT host code calls (`qgc_{op}_{dtype}`, see `qgc_codegen::host`): each
-//! decodes its operand pointers and dims, and runs the `runtime::cpu` kernel for the node.
+//! The CPU side of the kernel binding: the shims the JIT host code calls (one symbol per kind of
+//! call, [`Kernel::symbol`]), each decoding the host ABI and running the `runtime::cpu` kernel
+//! that the node's [`Kernel`] description names ([`dispatch`] matches on it exhaustively).
 //!
-//! Kernels read their operands and write their results; a result never shares bytes with an
-//! operand (the arena plan keeps live intervals apart), so a kernel that updates in place
-//! (`add_rms_norm`, the conv and delta-rule state, the KV append) first copies its operand into
-//! the result and works there. Ops without a fast kernel (the unfused router primitives,
-//! elementwise ops when chains are not compiled) run the interpreter's `eval_op` on copies.
-//! A panic inside a kernel (a broken internal invariant) becomes an error, never an abort.
+//! **In place.** A result the schedule placed over an operand shares its pointer; an output io
+//! slot may share its input slot's buffer. Kernels that update a buffer (`add_rms_norm`'s sum,
+//! norms and RoPE over their input, the conv and delta-rule state, the KV append) take the
+//! result through [`Call::inout`], which copies the operand in only when the two are different
+//! buffers; no shared and mutable view of one buffer ever exist at once. KV caches may be stored
+//! with spare capacity along their length ([`Call::capacity`]); a KV append into the buffer it
+//! reads writes only the new entries.
+//!
+//! The interpreter fallback ([`Kernel::Interp`]) runs `eval_op` on copies of the operands. A
+//! panic inside a kernel (a broken internal invariant) becomes an error, never an abort.
 
-use super::load::{concat_into, slice_into};
 use super::Ctx;
 use crate::cpu::attention::{self, AttnDims, KvShape};
 use crate::cpu::gdn::{self, GdnDims, GdnInputs};
-use crate::cpu::linear::{linear, Epilogue};
+use crate::cpu::linear::{linear, Epilogue as LinearEpilogue};
 use crate::cpu::{embed, moe, norm, rope, HeadLayout, WeightRef};
 use crate::weights::HostTensor;
-use qgc_codegen::host::{decode_dims, LoopFn, ShimFn, ShimTable};
+use qgc_codegen::binding::{self as b, Epilogue, Gate, Kernel, NormKind};
+use qgc_codegen::host::{decode_dims, Base, LoopFn, ShimFn, ShimTable};
 use qgc_ir::interp::{eval_op, Tensor};
-use qgc_ir::{DType, Op};
+use qgc_ir::{DType, Poly, Value};
 use rayon::prelude::*;
 
 /// One shim call: the node, its operand and result pointers, and their dims.
@@ -42,24 +47,41 @@ impl Call {
         self.shapes[j].iter().product()
     }
 
-    fn last(&self, j: usize) -> usize {
-        self.shapes[j].last().copied().unwrap_or(1)
+    fn ptr(&self, j: usize) -> *mut u8 {
+        // SAFETY: the host code passes one pointer per operand and result.
+        unsafe { *self.args.add(j) }
     }
 
     /// Operand `j` as f32.
     unsafe fn f32<'a>(&self, j: usize) -> &'a [f32] {
-        std::slice::from_raw_parts(*self.args.add(j) as *const f32, self.numel(j))
+        std::slice::from_raw_parts(self.ptr(j) as *const f32, self.numel(j))
     }
 
     /// Operand `j` as i32.
     unsafe fn i32<'a>(&self, j: usize) -> &'a [i32] {
-        std::slice::from_raw_parts(*self.args.add(j) as *const i32, self.numel(j))
+        std::slice::from_raw_parts(self.ptr(j) as *const i32, self.numel(j))
     }
 
     /// Result `r`, writable.
     #[allow(clippy::mut_from_ref)]
     unsafe fn out<'a>(&self, r: usize) -> &'a mut [f32] {
-        std::slice::from_raw_parts_mut(*self.args.add(self.nin + r) as *mut f32, self.numel(self.nin + r))
+        std::slice::from_raw_parts_mut(self.ptr(self.nin + r) as *mut f32, self.numel(self.nin + r))
+    }
+
+    /// Result `r` holding operand `j`'s values (of the same size): the operand's own buffer
+    /// when the schedule put the result there, else a copy.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn inout<'a>(&self, r: usize, j: usize) -> &'a mut [f32] {
+        let (dst, src, n) = (self.ptr(self.nin + r) as *mut f32, self.ptr(j) as *const f32, self.numel(self.nin + r));
+        if !std::ptr::eq(dst, src) {
+            std::ptr::copy_nonoverlapping(src, dst, n);
+        }
+        std::slice::from_raw_parts_mut(dst, n)
+    }
+
+    /// Whether result `r` is operand `j`'s buffer.
+    fn same(&self, r: usize, j: usize) -> bool {
+        self.ptr(self.nin + r) == self.ptr(j)
     }
 
     /// Operand `j` as a weight: the tensor bound at load (f32 or bf16), else f32 at its pointer.
@@ -67,6 +89,26 @@ impl Call {
         match cx.entry.operand_weights[self.node][j] {
             Some(t) => host_ref(&cx.tensors[t]),
             None => WeightRef::F32(self.f32(j)),
+        }
+    }
+
+    /// Operand `j` as an f32 weight (norm weights, gates: bound as f32 at load).
+    unsafe fn weight_f32<'a>(&self, cx: &'a Ctx, j: usize) -> Result<&'a [f32], String> {
+        match self.weight(cx, j) {
+            WeightRef::F32(v) => Ok(v),
+            WeightRef::Bf16(_) => Err(format!("internal: a bf16 weight reached f32-only operand {j}")),
+        }
+    }
+
+    /// Entries that value `j` (operand, or `nin + r` for result `r`) holds along `axis`: the io
+    /// buffer's capacity when it lives in a growing io slot, else its length.
+    fn capacity(&self, cx: &Ctx, j: usize, axis: usize) -> usize {
+        let n = &cx.entry.graph.nodes[self.node];
+        let v = if j < self.nin { n.inputs[j] } else { Value { node: self.node, index: j - self.nin } };
+        let loc = cx.entry.host.schedule.locs[v.node][v.index].as_ref();
+        match loc.map(|l| l.base) {
+            Some(Base::Io(k)) if cx.caps.get(k).copied().unwrap_or(0) > 0 => cx.caps[k],
+            _ => self.shapes[j][axis],
         }
     }
 }
@@ -78,11 +120,28 @@ fn host_ref<'a>(t: &'a HostTensor) -> WeightRef<'a> {
     }
 }
 
-/// f32 view of a weight that must be f32 (norm weights, gates: bound as f32 at load).
-fn f32_of<'a>(w: WeightRef<'a>) -> Result<&'a [f32], String> {
-    match w {
-        WeightRef::F32(v) => Ok(v),
-        WeightRef::Bf16(_) => Err("internal: a bf16 weight reached an f32-only operand".into()),
+/// Whether operand `k` of a call described by `kernel` may be a bf16 weight: the CPU kernels
+/// that widen bf16 in registers (the matmul family's weight, the embedding table, the experts).
+pub(crate) fn bf16_operand(kernel: &Kernel, k: usize) -> bool {
+    match kernel {
+        Kernel::MatMul(m) => k == m.weight,
+        Kernel::Embed { .. } => k == 0,
+        Kernel::Experts(_) => (3..=5).contains(&k),
+        Kernel::Source
+        | Kernel::View
+        | Kernel::Pointwise
+        | Kernel::Interp { .. }
+        | Kernel::Norm(_)
+        | Kernel::Rope(_)
+        | Kernel::MaskPadding { .. }
+        | Kernel::KvAppend(_)
+        | Kernel::Attention(_)
+        | Kernel::Conv(_)
+        | Kernel::GdnGates(_)
+        | Kernel::DeltaRule(_)
+        | Kernel::Route(_)
+        | Kernel::Slice(_)
+        | Kernel::Concat(_) => false,
     }
 }
 
@@ -109,53 +168,34 @@ unsafe fn run(ctx: *mut u8, node: i64, args: *const *mut u8, dims: *const i64, b
 }
 
 macro_rules! shims {
-    ($($sym:ident => $body:expr),* $(,)?) => {
+    ($($sym:ident),* $(,)?) => {
         $(
             unsafe extern "C" fn $sym(ctx: *mut u8, node: i64, args: *const *mut u8, dims: *const i64) -> i32 {
-                run(ctx, node, args, dims, $body)
+                run(ctx, node, args, dims, dispatch)
             }
         )*
-        /// The fast kernels by op name.
-        const KERNELS: &[(&str, ShimFn)] = &[$((stringify!($sym), $sym as ShimFn)),*];
+        /// Every shim by symbol (one function per symbol, so profiles name the kernel).
+        const SHIMS: &[(&str, ShimFn)] = &[$((stringify!($sym), $sym as ShimFn)),*];
     };
 }
 
 shims! {
-    matmul => |cx, c| mm(cx, c, Epilogue::Plain),
-    matmul_swiglu => |cx, c| mm(cx, c, Epilogue::SwiGlu),
-    matmul_sigmoid_gate => matmul_sigmoid_gate_body,
-    sigmoid_gate_matmul => sigmoid_gate_matmul_body,
-    embed => embed_body,
-    rms_norm => rms_norm_body,
-    add_rms_norm => add_rms_norm_body,
-    gated_rms_norm => gated_rms_norm_body,
-    l2_norm => l2_norm_body,
-    rope => |cx, c| rope_body(cx, c, false),
-    rms_norm_rope => |cx, c| rope_body(cx, c, true),
-    kv_append => kv_append_body,
-    attention => attention_body,
-    causal_conv1d => conv_body,
-    gdn_gates => gdn_gates_body,
-    gated_delta_rule => delta_rule_body,
-    moe_route => moe_route_body,
-    moe_experts => moe_experts_body,
-    mask_padding => mask_padding_body,
-    slice => slice_body,
-    concat => concat_body,
-    interp => interp_body,
+    qgc_interp, qgc_embed, qgc_matmul, qgc_norm, qgc_rope, qgc_mask_padding, qgc_kv_append, qgc_attention,
+    qgc_causal_conv1d, qgc_gdn_gates, qgc_gated_delta_rule, qgc_moe_route, qgc_moe_experts, qgc_slice, qgc_concat,
 }
 
-/// Shims for every symbol in `symbols` (`qgc_{op}_{dtype}`): the fast kernel of the op, else the
-/// interpreter fallback; and `qgc_parallel_for` over rayon.
-pub(crate) fn table<'s>(symbols: impl IntoIterator<Item = &'s String>) -> ShimTable {
+/// The shims for `symbols` and `qgc_parallel_for`; the first symbol without a shim is an error.
+pub(crate) fn table<'s>(symbols: impl IntoIterator<Item = &'s String>) -> Result<ShimTable, String> {
     let mut t = ShimTable::new();
     for s in symbols {
-        let op = s.strip_prefix("qgc_").and_then(|r| r.rsplit_once('_')).map_or("", |(op, _)| op);
-        let f = KERNELS.iter().find(|(k, _)| *k == op && *k != "interp").map_or(interp as ShimFn, |(_, f)| *f);
-        t.kernel(s.clone(), f);
+        match SHIMS.iter().find(|(k, _)| k == s) {
+            Some((_, f)) => t.kernel(s.clone(), *f),
+            None if s == qgc_codegen::host::PARALLEL_FOR => &mut t,
+            None => return Err(format!("the CPU backend has no shim {s}")),
+        };
     }
     t.parallel_for(parallel_for);
-    t
+    Ok(t)
 }
 
 /// Elements below which a compiled loop runs on the calling thread.
@@ -178,276 +218,263 @@ unsafe extern "C" fn parallel_for(_ctx: *mut u8, f: LoopFn, n: i64, ins: *const 
     0
 }
 
-/// `x [.., K] · w [N, K]ᵀ` with `epi`; N is the result's last dim.
-fn mm(cx: &mut Ctx, c: &Call, epi: Epilogue) -> Result<(), String> {
-    let (k, n) = (c.last(0), c.last(2));
-    let m = c.numel(0) / k.max(1);
-    // SAFETY (here and in every body): the host code passes buffers of the dims it passes.
-    unsafe { linear(c.f32(0), c.weight(cx, 1), m, k, n, epi, c.out(0)) };
-    Ok(())
-}
-
-/// `g` broadcast over `[m, n]` as `Mul`'s second operand: elementwise, per row, or a suffix.
-fn gate_for<'a>(g: &'a [f32], m: usize, n: usize, tile: &'a mut Vec<f32>) -> &'a [f32] {
-    if g.len() == m * n || g.len() == m {
-        return g;
-    }
-    tile.clear();
-    tile.extend((0..m * n).map(|i| g[i % g.len().max(1)]));
-    tile
-}
-
-fn matmul_sigmoid_gate_body(cx: &mut Ctx, c: &Call) -> Result<(), String> {
-    let (k, n) = (c.last(0), c.last(3));
-    let m = c.numel(0) / k.max(1);
-    let mut tile = Vec::new();
+/// Runs the node's kernel: the one place the CPU backend matches on [`Kernel`].
+fn dispatch(cx: &mut Ctx, c: &Call) -> Result<(), String> {
+    let entry = cx.entry;
+    let kernel = entry.kernels[c.node].as_ref().ok_or("internal: the node is not a kernel step")?;
+    let bind = cx.bind;
+    let ev = |p: &Poly| p.eval(&bind) as usize;
+    // SAFETY (every arm): the host code passes buffers of the shapes the binding describes,
+    // results in place only where the schedule says so.
     unsafe {
-        let g = gate_for(c.f32(2), m, n, &mut tile);
-        linear(c.f32(0), c.weight(cx, 1), m, k, n, Epilogue::SigmoidGate(g), c.out(0));
+        match kernel {
+            Kernel::Source | Kernel::View | Kernel::Pointwise => {
+                Err(format!("internal: {kernel} is not a kernel call"))
+            }
+            Kernel::Interp { .. } => interp(cx, c),
+            Kernel::Embed { tokens, vocab, hidden } => {
+                embed::embed(c.weight(cx, 0), *vocab, *hidden, &c.i32(1)[..ev(tokens)], c.out(0))
+                    .map_err(|e| e.to_string())
+            }
+            Kernel::MatMul(m) => matmul(cx, c, m, ev(&m.rows)),
+            Kernel::Norm(n) => norm_body(cx, c, n, ev(&n.rows)),
+            Kernel::Rope(r) => rope_body(cx, c, r, ev(&r.tokens)),
+            Kernel::MaskPadding { rows, inner } => {
+                let out = c.inout(0, 0);
+                for (row, &p) in c.i32(1)[..ev(rows)].iter().enumerate() {
+                    if p < 0 {
+                        out[row * inner..][..*inner].fill(0.0);
+                    }
+                }
+                Ok(())
+            }
+            Kernel::KvAppend(k) => kv_append(cx, c, k, (ev(&k.batch), ev(&k.past), ev(&k.new))),
+            Kernel::Attention(a) => attention_body(cx, c, a, (ev(&a.batch), ev(&a.s), ev(&a.len))),
+            Kernel::Conv(k) => {
+                let state = c.inout(1, 2);
+                let w = c.weight_f32(cx, 1)?;
+                gdn::causal_conv1d(c.f32(0), w, state, ev(&k.batch), ev(&k.s), k.channels, k.kernel, false, c.out(0));
+                Ok(())
+            }
+            Kernel::GdnGates(k) => {
+                let rows = ev(&k.rows);
+                let (qo, ko) = (c.inout(0, 0), c.inout(1, 1));
+                let layout = HeadLayout::dense(rows, k.hk, k.dk);
+                norm::l2_norm_scale(qo, layout, k.eps, k.q_scale);
+                norm::l2_norm_scale(ko, layout, k.eps, 1.0);
+                let (dt_bias, a_log) = (c.weight_f32(cx, 4)?, c.weight_f32(cx, 5)?);
+                gdn::gdn_gates(c.f32(2), c.f32(3), a_log, dt_bias, rows, k.hv, c.out(2), c.out(3));
+                Ok(())
+            }
+            Kernel::DeltaRule(k) => {
+                let (batch, s) = (ev(&k.batch), ev(&k.s));
+                let t = batch * s;
+                let dims = GdnDims { batch, s, hk: k.hk, hv: k.hv, dk: k.dk, dv: k.dv };
+                let qk = HeadLayout::dense(t, k.hk, k.dk);
+                let inputs = GdnInputs {
+                    q: c.f32(0),
+                    ql: qk,
+                    k: c.f32(1),
+                    kl: qk,
+                    v: c.f32(2),
+                    vl: HeadLayout::dense(t, k.hv, k.dv),
+                    g: c.f32(3),
+                    beta: c.f32(4),
+                };
+                let state = c.inout(1, 5);
+                crate::cpu::gdn_chunked::gated_delta_rule_auto(inputs, dims, state, c.out(0));
+                Ok(())
+            }
+            Kernel::Route(k) => {
+                let rows = ev(&k.rows);
+                let experts = std::slice::from_raw_parts_mut(c.ptr(c.nin + 1) as *mut i32, rows * k.top_k);
+                moe::moe_route(c.f32(0), rows, k.experts, k.top_k, k.renormalize, c.out(0), experts);
+                Ok(())
+            }
+            Kernel::Experts(k) => experts(cx, c, k, ev(&k.rows)),
+            Kernel::Slice(k) => {
+                let (outer, inner) = (ev(&k.outer), ev(&k.inner));
+                let (src, dst) = (words(c, 0), words_mut(c, c.nin));
+                for o in 0..outer {
+                    dst[o * k.len * inner..][..k.len * inner]
+                        .copy_from_slice(&src[(o * k.dim + k.start) * inner..][..k.len * inner]);
+                }
+                Ok(())
+            }
+            Kernel::Concat(k) => {
+                let outer = ev(&k.outer);
+                let dst = words_mut(c, c.nin);
+                let mut at = 0;
+                for o in 0..outer {
+                    for (j, part) in k.parts.iter().enumerate() {
+                        let inner = ev(part);
+                        dst[at..at + inner].copy_from_slice(&words(c, j)[o * inner..][..inner]);
+                        at += inner;
+                    }
+                }
+                Ok(())
+            }
+        }
     }
-    Ok(())
 }
 
-fn sigmoid_gate_matmul_body(cx: &mut Ctx, c: &Call) -> Result<(), String> {
-    let (k, n) = (c.last(0), c.last(3));
-    let m = c.numel(0) / k.max(1);
-    unsafe {
-        let (x, g) = (c.f32(0), c.f32(1));
-        let per_row = g.len() == m && g.len() != x.len();
-        let gated: Vec<f32> = x
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| v * crate::cpu::sigmoid(if per_row { g[i / k] } else { g[i % g.len()] }))
-            .collect();
-        linear(&gated, c.weight(cx, 2), m, k, n, Epilogue::Plain, c.out(0));
+/// `g` as `linear`'s gate over `[m, n]`: per element or per row as given, a suffix tiled.
+fn gate_for<'a>(g: &'a [f32], how: Gate, m: usize, n: usize, tile: &'a mut Vec<f32>) -> &'a [f32] {
+    match how {
+        Gate::Full | Gate::Row => g,
+        Gate::Suffix(len) => {
+            tile.clear();
+            tile.extend((0..m * n).map(|i| g[i % len.max(1)]));
+            tile
+        }
     }
-    Ok(())
 }
 
-fn embed_body(cx: &mut Ctx, c: &Call) -> Result<(), String> {
-    let (v, h) = (c.shape(0)[0], c.shape(0)[1]);
-    unsafe { embed::embed(c.weight(cx, 0), v, h, c.i32(1), c.out(0)) }.map_err(|e| e.to_string())
-}
-
-fn rms_norm_body(cx: &mut Ctx, c: &Call) -> Result<(), String> {
-    let Op::RmsNorm { eps, zero_centred } = cx.entry.graph.nodes[c.node].op else { unreachable!() };
-    let d = c.last(0);
-    unsafe { norm::rms_norm(c.f32(0), f32_of(c.weight(cx, 1))?, c.numel(0) / d, d, eps, zero_centred, c.out(0)) };
-    Ok(())
-}
-
-fn add_rms_norm_body(cx: &mut Ctx, c: &Call) -> Result<(), String> {
-    let Op::AddRmsNorm { eps, zero_centred } = cx.entry.graph.nodes[c.node].op else { unreachable!() };
-    let d = c.last(0);
-    unsafe {
-        let sum = c.out(0);
-        sum.copy_from_slice(c.f32(0));
-        norm::add_rms_norm(sum, c.f32(1), f32_of(c.weight(cx, 2))?, c.numel(0) / d, d, eps, zero_centred, c.out(1));
-    }
-    Ok(())
-}
-
-fn gated_rms_norm_body(cx: &mut Ctx, c: &Call) -> Result<(), String> {
-    let Op::GatedRmsNorm { eps } = cx.entry.graph.nodes[c.node].op else { unreachable!() };
-    let d = c.last(0);
-    unsafe { norm::gated_rms_norm(c.f32(0), c.f32(1), f32_of(c.weight(cx, 2))?, c.numel(0) / d, d, eps, c.out(0)) };
-    Ok(())
-}
-
-fn l2_norm_body(cx: &mut Ctx, c: &Call) -> Result<(), String> {
-    let Op::L2Norm { eps } = cx.entry.graph.nodes[c.node].op else { unreachable!() };
-    let d = c.last(0);
-    unsafe {
-        let out = c.out(0);
-        out.copy_from_slice(c.f32(0));
-        norm::l2_norm_scale(out, HeadLayout::dense(c.numel(0) / d.max(1), 1, d), eps, 1.0);
-    }
-    Ok(())
-}
-
-/// `rope` (x, positions) or `rms_norm_rope` (x, w, positions) over `x [B,S,N,D]`.
-fn rope_body(cx: &mut Ctx, c: &Call, norm: bool) -> Result<(), String> {
-    let (theta, rotary_dim, pre) = match cx.entry.graph.nodes[c.node].op {
-        Op::Rope { theta, rotary_dim } => (theta, rotary_dim, None),
-        Op::RmsNormRope { eps, zero_centred, theta, rotary_dim } => (theta, rotary_dim, Some((eps, zero_centred))),
-        _ => unreachable!(),
-    };
-    let x = c.shape(0);
-    let (t, heads, d) = (x[0] * x[1], x[2], x[3]);
-    let half = rope::rope_half(rotary_dim);
-    let (mut cos, mut sin) = (vec![0f32; t * half], vec![0f32; t * half]);
-    unsafe {
-        rope::rope_table(c.i32(if norm { 2 } else { 1 }), theta, rotary_dim, &mut cos, &mut sin);
-        let out = c.out(0);
-        out.copy_from_slice(c.f32(0));
-        let layout = HeadLayout::dense(t, heads, d);
-        match pre {
-            Some((eps, zc)) => rope::qk_norm_rope(out, layout, f32_of(c.weight(cx, 1))?, eps, zc, half, &cos, &sin),
-            None => rope::rope(out, layout, half, &cos, &sin),
+unsafe fn matmul(cx: &mut Ctx, c: &Call, m: &b::MatMul, rows: usize) -> Result<(), String> {
+    let w = c.weight(cx, m.weight);
+    match m.epilogue {
+        Epilogue::Plain => linear(c.f32(0), w, rows, m.k, m.n, LinearEpilogue::Plain, c.out(0)),
+        Epilogue::SwiGlu => linear(c.f32(0), w, rows, m.k, m.n, LinearEpilogue::SwiGlu, c.out(0)),
+        Epilogue::SigmoidGate { gate, how } => {
+            let mut tile = Vec::new();
+            let g = gate_for(c.f32(gate), how, rows, m.n, &mut tile);
+            linear(c.f32(0), w, rows, m.k, m.n, LinearEpilogue::SigmoidGate(g), c.out(0));
+        }
+        Epilogue::SigmoidGatePrologue { gate, how } => {
+            let (x, g, k) = (c.f32(0), c.f32(gate), m.k);
+            let index = |i: usize| match how {
+                Gate::Full => i,
+                Gate::Row => i / k,
+                Gate::Suffix(len) => i % len.max(1),
+            };
+            let gated: Vec<f32> = x.iter().enumerate().map(|(i, &v)| v * crate::cpu::sigmoid(g[index(i)])).collect();
+            linear(&gated, w, rows, k, m.n, LinearEpilogue::Plain, c.out(0));
         }
     }
     Ok(())
 }
 
-/// (cache `[B,N,P,D]`, new `[B,S,N,D]`) -> `[B,N,P+S,D]`.
-fn kv_append_body(_cx: &mut Ctx, c: &Call) -> Result<(), String> {
-    let (b, n, p, d) = (c.shape(0)[0], c.shape(0)[1], c.shape(0)[2], c.shape(0)[3]);
-    let s = c.shape(1)[1];
-    let shape = KvShape { batch: b, kv_heads: n, capacity: p + s, d };
-    unsafe {
-        let (old, out) = (c.f32(0), c.out(0));
-        for row in 0..b * n {
-            out[row * (p + s) * d..][..p * d].copy_from_slice(&old[row * p * d..][..p * d]);
+unsafe fn norm_body(cx: &mut Ctx, c: &Call, n: &b::Norm, rows: usize) -> Result<(), String> {
+    let d = n.d;
+    match n.kind {
+        NormKind::Rms { zero_centred } => {
+            norm::rms_norm(c.f32(0), c.weight_f32(cx, 1)?, rows, d, n.eps, zero_centred, c.out(0))
         }
-        attention::kv_append(out, shape, p, c.f32(1), HeadLayout::dense(b * s, n, d)).map_err(|e| e.to_string())
+        NormKind::AddRms { zero_centred } => {
+            // The sum goes over whichever addend the schedule gave it (addition commutes).
+            let (sum, other) = if c.same(0, 1) { (c.out(0), c.f32(0)) } else { (c.inout(0, 0), c.f32(1)) };
+            norm::add_rms_norm(sum, other, c.weight_f32(cx, 2)?, rows, d, n.eps, zero_centred, c.out(1));
+        }
+        NormKind::Gated => norm::gated_rms_norm(c.f32(0), c.f32(1), c.weight_f32(cx, 2)?, rows, d, n.eps, c.out(0)),
+        NormKind::L2 => norm::l2_norm_scale(c.inout(0, 0), HeadLayout::dense(rows, 1, d), n.eps, 1.0),
     }
+    Ok(())
 }
 
-/// (q `[B,S,Nq,D]`, k `[B,Nkv,P+S,D]`, v `[B,Nkv,P+S,Dv]`, positions) -> `[B,S,Nq,Dv]`.
-fn attention_body(cx: &mut Ctx, c: &Call) -> Result<(), String> {
-    let Op::Attention { scale } = cx.entry.graph.nodes[c.node].op else { unreachable!() };
-    let (q, k, v) = (c.shape(0), c.shape(1), c.shape(2));
-    let (batch, s, q_heads, d) = (q[0], q[1], q[2], q[3]);
-    let (kv_heads, capacity, dv) = (k[1], k[2], v[3]);
-    let dims = AttnDims { batch, s, q_heads, kv_heads, d, dv, past: capacity - s, capacity };
-    let ql = HeadLayout::dense(batch * s, q_heads, d);
-    unsafe { attention::attention(c.f32(0), ql, c.f32(1), c.f32(2), dims, c.i32(3), scale, None, c.out(0)) }
+/// `rope` (x, positions) or `rms_norm_rope` (x, w, positions) over `x [tokens, heads, d]`.
+unsafe fn rope_body(cx: &mut Ctx, c: &Call, r: &b::Rope, tokens: usize) -> Result<(), String> {
+    let half = rope::rope_half(r.rotary_dim);
+    let (mut cos, mut sin) = (vec![0f32; tokens * half], vec![0f32; tokens * half]);
+    rope::rope_table(&c.i32(c.nin - 1)[..tokens], r.theta, r.rotary_dim, &mut cos, &mut sin);
+    let out = c.inout(0, 0);
+    let layout = HeadLayout::dense(tokens, r.heads, r.d);
+    match r.norm {
+        Some((eps, zc)) => rope::qk_norm_rope(out, layout, c.weight_f32(cx, 1)?, eps, zc, half, &cos, &sin),
+        None => rope::rope(out, layout, half, &cos, &sin),
+    }
+    Ok(())
+}
+
+/// (cache `[B,N,P,D]`, new `[B,S,N,D]`) -> `[B,N,P+S,D]`: only the new entries are written when
+/// the result is the cache's own buffer; otherwise the old ones are copied first.
+unsafe fn kv_append(
+    cx: &mut Ctx,
+    c: &Call,
+    k: &b::KvAppend,
+    (batch, past, new): (usize, usize, usize),
+) -> Result<(), String> {
+    let cap = c.capacity(cx, c.nin, 2);
+    let shape = KvShape { batch, kv_heads: k.heads, capacity: cap, d: k.d };
+    if cap < past + new {
+        return Err(format!("internal: KV buffer of {cap} entries for {} ({past} + {new})", past + new));
+    }
+    let len = batch * k.heads * cap * k.d;
+    let out = std::slice::from_raw_parts_mut(c.ptr(c.nin) as *mut f32, len);
+    if !c.same(0, 0) {
+        let in_cap = c.capacity(cx, 0, 2);
+        let old = std::slice::from_raw_parts(c.ptr(0) as *const f32, batch * k.heads * in_cap * k.d);
+        for row in 0..batch * k.heads {
+            out[row * cap * k.d..][..past * k.d].copy_from_slice(&old[row * in_cap * k.d..][..past * k.d]);
+        }
+    }
+    attention::kv_append(out, shape, past, c.f32(1), HeadLayout::dense(batch * new, k.heads, k.d))
         .map_err(|e| e.to_string())
 }
 
-/// (x `[B,S,C]`, w `[C,K]`, state `[B,C,K-1]`) -> (y, state').
-fn conv_body(cx: &mut Ctx, c: &Call) -> Result<(), String> {
-    let Op::CausalConv1d { kernel } = cx.entry.graph.nodes[c.node].op else { unreachable!() };
-    let (b, s, ch) = (c.shape(0)[0], c.shape(0)[1], c.shape(0)[2]);
-    unsafe {
-        let state = c.out(1);
-        state.copy_from_slice(c.f32(2));
-        gdn::causal_conv1d(c.f32(0), f32_of(c.weight(cx, 1))?, state, b, s, ch, kernel, false, c.out(0));
+/// (q `[B,S,Nq,D]`, k `[B,Nkv,P+S,D]`, v `[B,Nkv,P+S,Dv]`, positions) -> `[B,S,Nq,Dv]`.
+unsafe fn attention_body(
+    cx: &mut Ctx,
+    c: &Call,
+    a: &b::Attention,
+    (batch, s, len): (usize, usize, usize),
+) -> Result<(), String> {
+    let (kcap, vcap) = (c.capacity(cx, 1, 2), c.capacity(cx, 2, 2));
+    if kcap != vcap {
+        return Err(format!("internal: K and V caches of {kcap} and {vcap} entries"));
     }
-    Ok(())
+    let dims = AttnDims {
+        batch,
+        s,
+        q_heads: a.q_heads,
+        kv_heads: a.kv_heads,
+        d: a.d,
+        dv: a.dv,
+        past: len - s,
+        capacity: kcap,
+    };
+    let kk = std::slice::from_raw_parts(c.ptr(1) as *const f32, batch * a.kv_heads * kcap * a.d);
+    let vv = std::slice::from_raw_parts(c.ptr(2) as *const f32, batch * a.kv_heads * kcap * a.dv);
+    let ql = HeadLayout::dense(batch * s, a.q_heads, a.d);
+    attention::attention(c.f32(0), ql, kk, vv, dims, &c.i32(3)[..batch * s], a.scale, None, c.out(0))
+        .map_err(|e| e.to_string())
 }
 
-/// (q, k `[B,S,Hk,Dk]`, a, b `[B,S,Hv]`, dt_bias, a_log) -> (q', k', g, beta).
-fn gdn_gates_body(cx: &mut Ctx, c: &Call) -> Result<(), String> {
-    let Op::GdnGates { eps, q_scale } = cx.entry.graph.nodes[c.node].op else { unreachable!() };
-    let q = c.shape(0);
-    let (rows, hk, dk, hv) = (q[0] * q[1], q[2], q[3], c.last(2));
-    unsafe {
-        let (qo, ko) = (c.out(0), c.out(1));
-        qo.copy_from_slice(c.f32(0));
-        ko.copy_from_slice(c.f32(1));
-        let layout = HeadLayout::dense(rows, hk, dk);
-        norm::l2_norm_scale(qo, layout, eps, q_scale);
-        norm::l2_norm_scale(ko, layout, eps, 1.0);
-        let (dt_bias, a_log) = (f32_of(c.weight(cx, 4))?, f32_of(c.weight(cx, 5))?);
-        gdn::gdn_gates(c.f32(2), c.f32(3), a_log, dt_bias, rows, hv, c.out(2), c.out(3));
-    }
-    Ok(())
-}
-
-/// (q, k `[B,S,Hk,Dk]`, v `[B,S,Hv,Dv]`, g, beta `[B,S,Hv]`, state `[B,Hv,Dk,Dv]`) -> (o, state').
-fn delta_rule_body(_cx: &mut Ctx, c: &Call) -> Result<(), String> {
-    let (q, v) = (c.shape(0), c.shape(2));
-    let dims = GdnDims { batch: q[0], s: q[1], hk: q[2], hv: v[2], dk: q[3], dv: v[3] };
-    let t = q[0] * q[1];
-    unsafe {
-        let inputs = GdnInputs {
-            q: c.f32(0),
-            ql: HeadLayout::dense(t, q[2], q[3]),
-            k: c.f32(1),
-            kl: HeadLayout::dense(t, q[2], q[3]),
-            v: c.f32(2),
-            vl: HeadLayout::dense(t, v[2], v[3]),
-            g: c.f32(3),
-            beta: c.f32(4),
-        };
-        let state = c.out(1);
-        state.copy_from_slice(c.f32(5));
-        crate::cpu::gdn_chunked::gated_delta_rule_auto(inputs, dims, state, c.out(0));
-    }
-    Ok(())
-}
-
-fn moe_route_body(cx: &mut Ctx, c: &Call) -> Result<(), String> {
-    let Op::MoeRoute { top_k, renormalize } = cx.entry.graph.nodes[c.node].op else { unreachable!() };
-    let e = c.last(0);
-    unsafe {
-        let experts = std::slice::from_raw_parts_mut(*c.args.add(2) as *mut i32, c.numel(2));
-        moe::moe_route(c.f32(0), c.numel(0) / e.max(1), e, top_k, renormalize, c.out(0), experts);
-    }
-    Ok(())
-}
-
-/// (x `[B,S,H]`, weights, experts `[B,S,k]`, gate, up `[E,I,H]`, down `[E,H,I]`) -> `[B,S,H]`,
-/// gate and up read from their per-expert stack made at load.
-fn moe_experts_body(cx: &mut Ctx, c: &Call) -> Result<(), String> {
-    let gate = c.shape(3);
-    let (experts, inter, hidden) = (gate[0], gate[1], gate[2]);
-    let top_k = c.last(1);
-    let dims = moe::ExpertDims { experts, hidden, inter, top_k };
+/// (x, weights, experts `[rows, k]`, gate, up `[E,I,H]`, down `[E,H,I]`) -> `[rows, H]`, gate and
+/// up read from their per-expert stack made at load.
+unsafe fn experts(cx: &mut Ctx, c: &Call, k: &b::Experts, rows: usize) -> Result<(), String> {
+    let dims = moe::ExpertDims { experts: k.experts, hidden: k.hidden, inter: k.inter, top_k: k.top_k };
     let Some(&stack) = cx.entry.expert_stacks.get(&c.node) else {
         return Err("internal: no stacked expert weights bound at load".into());
     };
     let mut scratch = std::mem::take(&mut cx.moe);
-    let r = unsafe {
-        moe::moe_experts(
-            c.f32(0),
-            c.numel(0) / hidden.max(1),
-            c.f32(1),
-            c.i32(2),
-            host_ref(&cx.tensors[stack]),
-            c.weight(cx, 5),
-            dims,
-            &mut scratch,
-            c.out(0),
-        )
-    };
+    let r = moe::moe_experts(
+        c.f32(0),
+        rows,
+        c.f32(1),
+        c.i32(2),
+        host_ref(&cx.tensors[stack]),
+        c.weight(cx, 5),
+        dims,
+        &mut scratch,
+        c.out(0),
+    );
     cx.moe = scratch;
     r.map_err(|e| e.to_string())
 }
 
-/// (x `[B,S,..]`, positions `[B,S]`) -> x with padding slots zeroed.
-fn mask_padding_body(_cx: &mut Ctx, c: &Call) -> Result<(), String> {
-    unsafe {
-        let (x, pos, out) = (c.f32(0), c.i32(1), c.out(0));
-        let inner = x.len() / pos.len().max(1);
-        out.copy_from_slice(x);
-        for (row, &p) in pos.iter().enumerate() {
-            if p < 0 {
-                out[row * inner..][..inner].fill(0.0);
-            }
-        }
-    }
-    Ok(())
-}
-
 /// 4-byte elements (f32 or i32) of value `j` as raw bits.
 unsafe fn words<'a>(c: &Call, j: usize) -> &'a [u32] {
-    std::slice::from_raw_parts(*c.args.add(j) as *const u32, c.numel(j))
+    std::slice::from_raw_parts(c.ptr(j) as *const u32, c.numel(j))
 }
 
 /// Value `j` (a result) as writable raw 4-byte words.
 unsafe fn words_mut<'a>(c: &Call, j: usize) -> &'a mut [u32] {
-    std::slice::from_raw_parts_mut(*c.args.add(j) as *mut u32, c.numel(j))
+    std::slice::from_raw_parts_mut(c.ptr(j) as *mut u32, c.numel(j))
 }
 
-fn slice_body(cx: &mut Ctx, c: &Call) -> Result<(), String> {
-    let Op::Slice { axis, start, len } = cx.entry.graph.nodes[c.node].op else { unreachable!() };
-    unsafe { slice_into(c.shape(0), words(c, 0), axis, start, len, words_mut(c, 1)) };
-    Ok(())
-}
-
-fn concat_body(cx: &mut Ctx, c: &Call) -> Result<(), String> {
-    let Op::Concat { axis } = cx.entry.graph.nodes[c.node].op else { unreachable!() };
-    unsafe {
-        let parts: Vec<(&[usize], &[u32])> = (0..c.nin).map(|j| (c.shape(j), words(c, j))).collect();
-        concat_into(&parts, axis, words_mut(c, c.nin));
-    }
-    Ok(())
-}
-
-/// Any op through the interpreter's `eval_op` on copies of its operands.
-fn interp_body(cx: &mut Ctx, c: &Call) -> Result<(), String> {
+/// Any op through the interpreter's `eval_op` on copies of its operands (read before any
+/// result is written, so results over operands are safe).
+fn interp(cx: &mut Ctx, c: &Call) -> Result<(), String> {
     let node = &cx.entry.graph.nodes[c.node];
     let ins: Vec<Tensor> = (0..c.nin)
         .map(|j| unsafe {
@@ -465,7 +492,7 @@ fn interp_body(cx: &mut Ctx, c: &Call) -> Result<(), String> {
     let outs = eval_op(&node.op, &refs, &cx.bind)?;
     for (r, t) in outs.iter().enumerate() {
         unsafe {
-            let dst = *c.args.add(c.nin + r);
+            let dst = c.ptr(c.nin + r);
             match (t.as_f32(), t.as_i32()) {
                 (Some(v), _) => std::ptr::copy_nonoverlapping(v.as_ptr(), dst as *mut f32, v.len()),
                 (_, Some(v)) => std::ptr::copy_nonoverlapping(v.as_ptr(), dst as *mut i32, v.len()),
