@@ -54,7 +54,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let (m, loaded) = opened.load(a.seed, a.backend.backend, a.weights_dtype == WeightsDtype::Bf16)?;
     let load_s = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
-    let cpu = a.backend.compile(&m.program, loaded.raw())?;
+    let cpu = a.backend.compile(&m, loaded.raw())?;
     let compile_s = t0.elapsed().as_secs_f64();
     let vocab = m.spec.vocab_size;
     let mut rng = Rng::new(a.seed ^ 0x5eed);

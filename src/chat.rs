@@ -83,7 +83,7 @@ pub fn run(a: &ChatArgs) -> Result<()> {
 
     let t_load = Instant::now();
     let (m, loaded) = opened.load(a.sampling.seed, a.backend.backend, false)?;
-    let cpu = a.backend.compile(&m.program, loaded.raw())?;
+    let cpu = a.backend.compile(&m, loaded.raw())?;
     eprintln!("load {:.2} s | /help lists the commands", t_load.elapsed().as_secs_f64());
     let session =
         Session::with_backend(m.program, crate::load::backend(&cpu, loaded.source()), m.spec.vocab_size, usize::MAX, 1);

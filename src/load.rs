@@ -6,7 +6,7 @@
 use anyhow::{anyhow, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use qgc_ir::interp::{MapWeights, WeightSource};
-use qgc_ir::{LowerOptions, ModelSpec, Program};
+use qgc_ir::{LowerOptions, ModelSpec};
 use qgc_runtime::compiled::{CpuModel, CpuOptions};
 use qgc_runtime::generate::ThinkFilter;
 use qgc_runtime::sampling::SamplingParams;
@@ -52,16 +52,26 @@ pub struct BackendArgs {
 }
 
 impl BackendArgs {
-    /// The compiled model for `--backend cpu` (optimised, JIT-compiled, weights bound), or
-    /// `None` for the interpreter. A spinner runs on a terminal.
-    pub fn compile<'w>(&self, program: &Program, weights: &'w dyn RawWeights) -> Result<Option<CpuModel<'w>>> {
+    /// The compiled model for `--backend cpu` (weights bound, host code generated), or `None`
+    /// for the interpreter: an artifact's compiled program is loaded as stored (no pass runs),
+    /// anything else is compiled first. A spinner runs on a terminal.
+    pub fn compile<'w>(&self, model: &Model, weights: &'w dyn RawWeights) -> Result<Option<CpuModel<'w>>> {
         if self.backend == BackendKind::Interp {
             return Ok(None);
         }
         let pb = if std::io::stderr().is_terminal() { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
-        pb.set_message("compiling for the CPU and binding weights");
         pb.enable_steady_tick(std::time::Duration::from_millis(100));
-        let m = CpuModel::compile(program, weights, CpuOptions::default()).context("compiling for the CPU backend");
+        let m = match &model.compiled {
+            Some(c) => {
+                pb.set_message("generating host code and binding weights");
+                CpuModel::load(c, weights, CpuOptions::default()).context("loading the compiled program")
+            }
+            None => {
+                pb.set_message("compiling for the CPU and binding weights");
+                CpuModel::compile(&model.program, weights, CpuOptions::default())
+                    .context("compiling for the CPU backend")
+            }
+        };
         pb.finish_and_clear();
         m.map(Some)
     }
@@ -209,6 +219,9 @@ impl ModelArgs {
                 )
             })?;
             let ckpt = Checkpoint::open(&dir)?;
+            if m.kind == ModelKind::Artifact {
+                check_artifact_config(&self.model, &m.spec, &dir)?;
+            }
             weights::check(&m.spec, &ckpt)?;
             (WeightsPlan::Checkpoint(ckpt), self.weights.clone())
         };
@@ -316,6 +329,27 @@ fn load_checkpoint(ckpt: Checkpoint, spec: &ModelSpec, tty: bool) -> Result<Weig
     }
     pb.finish_and_clear();
     Ok(w)
+}
+
+/// An artifact run with a checkpoint whose `config.json` describes another model: refused
+/// before any weight is read, naming the first differences.
+pub fn check_artifact_config(artifact: &Path, spec: &ModelSpec, dir: &Path) -> Result<()> {
+    let config = dir.join("config.json");
+    if !config.is_file() {
+        return Ok(());
+    }
+    let theirs = open_model(dir, &LowerOptions::default())
+        .with_context(|| format!("reading {} to check it against {}", config.display(), artifact.display()))?;
+    let diffs = qgc_codegen::artifact::spec_differences(spec, &theirs.spec, 3);
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(anyhow!(
+        "{}: compiled for another model than {} describes ({}); recompile it from that config",
+        artifact.display(),
+        config.display(),
+        diffs.join("; ")
+    ))
 }
 
 /// The Qwen chat template (Instruct): an optional system turn, the user turn, the assistant's

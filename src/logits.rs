@@ -65,9 +65,12 @@ pub fn run(a: &LogitsArgs) -> Result<()> {
             anyhow!("{}: no weights: pass --weights DIR (an HF checkpoint directory)", a.model.display())
         })?;
     let ckpt = Checkpoint::open(&dir)?;
+    if m.kind == qgc_runtime::ModelKind::Artifact {
+        crate::load::check_artifact_config(&a.model, &m.spec, &dir)?;
+    }
     weights::check(&m.spec, &ckpt)?;
     let w = Weights::new(ckpt);
-    let cpu = a.backend.compile(&m.program, &w)?;
+    let cpu = a.backend.compile(&m, &w)?;
     let mut s = Session::with_backend(m.program, crate::load::backend(&cpu, &w), vocab, usize::MAX, 1);
     let mut rows: Vec<f32> = Vec::with_capacity(tokens.len() * vocab);
     if prefill > 0 {

@@ -10,6 +10,7 @@ mod tokenize;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use qgc_codegen::compile::{compile_program, CompiledProgram};
 use qgc_codegen::Artifact;
 use qgc_ir::LowerOptions;
 use qgc_runtime::open_model;
@@ -71,13 +72,17 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         dump_all: Option<PathBuf>,
     },
-    /// Print MODEL's summary (and its IR with --ir).
+    /// Print MODEL's summary (and its IR with --ir); an artifact's compiled program as stored.
     Inspect {
         /// A spec JSON, an HF model directory or config.json, or an artifact.
         model: PathBuf,
         /// Also print both entry points' IR text.
         #[arg(long)]
         ir: bool,
+        /// Print the summary as one JSON object (params, active_params, state_bytes_per_sequence,
+        /// fallback_nodes, per-entry kernel counts and arenas).
+        #[arg(long, conflicts_with_all = ["ir", "dot"])]
+        json: bool,
         /// Context length for the state-size line.
         #[arg(long, default_value_t = 32768)]
         context: u64,
@@ -124,9 +129,23 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Compile { model, out, context, lower, dump_after, dump_all } => {
             compile(&model, &out, context, &lower.options(), &Dumps { after: dump_after, dir: dump_all })
         }
-        Cmd::Inspect { model, ir, context, lower, dot } => {
+        Cmd::Inspect { model, ir, json, context, lower, dot } => {
+            let t0 = Instant::now();
             let m = open_model(&model, &lower.options())?;
+            let opened_ms = t0.elapsed().as_secs_f64() * 1e3;
+            let compiled = match &m.compiled {
+                Some(c) => c.clone(),
+                None => compile_program(&m.program, &mut |_, _| {})?.0,
+            };
+            if json {
+                println!("{}", summary::json(&m.spec, &compiled, context));
+                return Ok(());
+            }
             print!("{}", summary::render(&m.spec, &m.program, context));
+            print!("{}", summary::compiled(&compiled));
+            if m.kind == qgc_runtime::ModelKind::Artifact {
+                println!("loaded     {} in {opened_ms:.1} ms (checked, no pass run)", model.display());
+            }
             if ir {
                 println!();
                 print!("{}", qgc_ir::print(&m.program.prefill));
@@ -164,19 +183,20 @@ fn compile(model: &Path, out: &Path, context: u64, options: &LowerOptions, dumps
     if m.kind == qgc_runtime::ModelKind::Artifact {
         bail!("{}: is already a compiled artifact", model.display());
     }
-    let (reports, dumped) = run_passes(&m.program, dumps)?;
-    let art = Artifact::new(m.spec, m.options, m.program);
+    let (compiled, reports, dumped) = run_passes(&m.program, dumps)?;
+    let art = Artifact::new(m.spec, m.options, m.program, compiled);
     art.write(out)?;
     print!("{}", summary::render(&art.spec, &art.program, context));
     reports.iter().for_each(|r| print!("{r}"));
+    print!("{}", summary::compiled(&art.compiled));
     print!("{dumped}");
     println!("wrote      {} in {:.1} ms", out.display(), t0.elapsed().as_secs_f64() * 1e3);
     Ok(())
 }
 
-/// Runs the pass pipeline over every entry point (the artifact keeps the lowered program until
-/// the backends take fused ops); returns the reports and the `--dump-after` text.
-fn run_passes(p: &qgc_ir::Program, dumps: &Dumps) -> Result<(Vec<qgc_passes::Report>, String)> {
+/// Compiles every entry point (the pass pipeline, hoisting, schedules); returns the compiled
+/// program, the pass reports and the `--dump-after` text.
+fn run_passes(p: &qgc_ir::Program, dumps: &Dumps) -> Result<(CompiledProgram, Vec<qgc_passes::Report>, String)> {
     let passes = qgc_passes::PASSES;
     if let Some(name) = dumps.after.as_deref().filter(|n| !passes.contains(n)) {
         bail!("--dump-after {name}: no such pass (passes: {})", passes.join(", "));
@@ -198,8 +218,8 @@ fn run_passes(p: &qgc_ir::Program, dumps: &Dumps) -> Result<(Vec<qgc_passes::Rep
             failed = failed.take().or(write_atomic(&path, qgc_ir::print(g).as_bytes()).err());
         }
     };
-    let (_, reports) = qgc_passes::optimise_program(p, &qgc_passes::Options::default(), &mut after)?;
-    failed.map_or(Ok((reports, text)), Err)
+    let (compiled, reports) = compile_program(p, &mut after)?;
+    failed.map_or(Ok((compiled, reports, text)), Err)
 }
 
 /// `qgc inspect --dot DIR`: DOT files of every entry point, lowered and fused; SVGs when `dot`

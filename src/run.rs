@@ -125,8 +125,14 @@ pub fn run(a: &RunArgs) -> Result<()> {
 
     let t_load = Instant::now();
     let (m, loaded) = opened.load(a.sampling.seed, a.backend.backend, false)?;
-    let cpu = a.backend.compile(&m.program, loaded.raw())?;
+    let weights_s = t_load.elapsed().as_secs_f64();
+    let cpu = a.backend.compile(&m, loaded.raw())?;
     let load_s = t_load.elapsed().as_secs_f64();
+    let how = match (&cpu, m.compiled.is_some()) {
+        (None, _) => "interpreter".to_string(),
+        (Some(_), true) => format!("compiled program loaded, host code + binding {:.2} s", load_s - weights_s),
+        (Some(_), false) => format!("compiled + host code + binding {:.2} s", load_s - weights_s),
+    };
 
     // The prompt must fit the positions; the continuation may run past them, as HF's generate
     // does (its default RoPE does not enforce max_position_embeddings), with a warning.
@@ -160,7 +166,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
             "warning: generation ran past the model's max_position_embeddings {positions}; computed anyway, as HF does"
         );
     }
-    eprintln!("load {load_s:.2} s | {timings}");
+    eprintln!("load {load_s:.2} s ({how}) | {timings}");
     Ok(())
 }
 

@@ -1,5 +1,7 @@
 //! The model summary printed by `compile` and `inspect`.
 
+use qgc_codegen::compile::CompiledProgram;
+use qgc_codegen::host::Step;
 use qgc_ir::spec::{FfnSpec, MixerSpec};
 use qgc_ir::{ModelSpec, Program};
 use std::fmt::Write;
@@ -113,4 +115,105 @@ pub fn render(spec: &ModelSpec, program: &Program, context: u64) -> String {
         program.state.len()
     );
     o
+}
+
+/// Per entry point of a compiled program: kernel calls, compiled loops, nodes on the
+/// interpreter fallback, results in place, state updated in its own buffer, and the arena at
+/// the entry point's representative binding.
+pub struct EntryStats {
+    /// Entry point name.
+    pub name: &'static str,
+    /// Kernel calls.
+    pub kernels: usize,
+    /// Compiled elementwise loop calls.
+    pub loops: usize,
+    /// Nodes the interpreter fallback runs.
+    pub fallback: usize,
+    /// Results written over an operand's bytes.
+    pub in_place: usize,
+    /// State outputs sharing their input's buffer.
+    pub state_in_place: usize,
+    /// Arena bytes at `binding`.
+    pub arena: u64,
+    /// `B=..,S=..,P=..`.
+    pub binding: String,
+}
+
+/// The [`EntryStats`] of every entry point.
+pub fn stats(c: &CompiledProgram) -> Vec<EntryStats> {
+    (c.entries.iter())
+        .map(|e| {
+            let s = &e.schedule;
+            let b = qgc_passes::memplan::representative(&e.graph);
+            EntryStats {
+                name: e.entry.name(),
+                kernels: s.steps.iter().filter(|x| matches!(x, Step::Kernel { .. })).count(),
+                loops: s.steps.iter().filter(|x| matches!(x, Step::Chain { .. })).count(),
+                fallback: s.fallbacks().len(),
+                in_place: s.in_place.len() - s.aliases.len(),
+                state_in_place: s.aliases.len(),
+                arena: s.arena_bytes.eval(&b),
+                binding: format!("B={},S={},P={}", b.b, b.s, b.p),
+            }
+        })
+        .collect()
+}
+
+/// The compiled program's block of the summary.
+pub fn compiled(c: &CompiledProgram) -> String {
+    let mut o = String::new();
+    for (i, e) in stats(c).iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "{} {:<14} {} kernels + {} loops, {} on the interpreter fallback; {} results in place, {} state tensors \
+             updated in their buffer; arena {} at {}",
+            if i == 0 { "compiled  " } else { "          " },
+            e.name,
+            e.kernels,
+            e.loops,
+            e.fallback,
+            e.in_place,
+            e.state_in_place,
+            bytes(e.arena),
+            e.binding
+        );
+    }
+    o
+}
+
+/// `qgc inspect --json`: the summary as one JSON object.
+pub fn json(spec: &ModelSpec, c: &CompiledProgram, context: u64) -> serde_json::Value {
+    let p = spec.param_counts();
+    let b = spec.state_bytes(context, 2);
+    let st = stats(c);
+    let fallback: serde_json::Map<String, serde_json::Value> =
+        st.iter().map(|e| (e.name.to_string(), e.fallback.into())).collect();
+    let entries: serde_json::Map<String, serde_json::Value> = st
+        .iter()
+        .map(|e| {
+            let v = serde_json::json!({
+                "kernels": e.kernels,
+                "loops": e.loops,
+                "fallback_nodes": e.fallback,
+                "in_place": e.in_place,
+                "state_in_place": e.state_in_place,
+                "arena_bytes": e.arena,
+                "arena_binding": e.binding,
+            });
+            (e.name.to_string(), v)
+        })
+        .collect();
+    serde_json::json!({
+        "model": spec.name,
+        "layers": spec.num_layers(),
+        "params": p.total,
+        "mtp_params": p.mtp,
+        "active_params": p.active_non_embedding,
+        "active_params_with_embeddings": p.active_non_embedding + p.embedding,
+        "context": context,
+        "state_bytes_per_sequence": b.total(),
+        "state_bytes": {"kv_cache_bf16": b.kv_cache, "conv_bf16": b.conv, "recurrent_f32": b.recurrent},
+        "fallback_nodes": fallback,
+        "entries": entries,
+    })
 }

@@ -171,6 +171,15 @@ const CASES: &[(&str, Setup, &str)] = &[
         std::fs::write(&a, &b).unwrap();
         vec!["inspect".into(), a.display().to_string()]
     }, "error: $TMP/m.qgc: truncated artifact: 1000 bytes, header says 5052"),
+    ("artifact: other format version", |t| {
+        let a = t.join("m.qgc");
+        let (code, _, err) = qgc(&["compile", "models/qwen3-next-tiny.json", "-o", &a.display().to_string()], t);
+        assert_eq!(code, 0, "{err}");
+        let mut b = std::fs::read(&a).unwrap();
+        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        std::fs::write(&a, &b).unwrap();
+        vec!["run".into(), a.display().to_string(), "--random-weights".into(), "--tokens".into(), "1".into()]
+    }, "error: $TMP/m.qgc: artifact format version 1, this qgc reads version 2; recompile the model"),
     ("artifact: compiled twice", |t| {
         let a = t.join("m.qgc");
         let (code, _, err) = qgc(&["compile", "models/qwen3-next-tiny.json", "-o", &a.display().to_string()], t);

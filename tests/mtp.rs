@@ -134,9 +134,11 @@ fn program_layout_with_and_without_mtp() {
         assert_eq!(outs, ["logits", "hidden"], "{}", g.name);
     }
     // The artifact carries the mtp entry point and its state.
-    let art = Artifact::new(m.spec.clone(), m.options, m.program.clone());
+    let (compiled, _) = qgc_codegen::compile::compile_program(&m.program, &mut |_, _| {}).unwrap();
+    assert!(compiled.entry(qgc_codegen::compile::Entry::Mtp).is_some() && compiled.mtp_state == m.program.mtp_state);
+    let art = Artifact::new(m.spec.clone(), m.options, m.program.clone(), compiled);
     let back = Artifact::from_bytes(&art.to_bytes(), "mem").unwrap();
-    assert_eq!(back.program, m.program);
+    assert_eq!((&back.program, &back.compiled), (&m.program, &art.compiled));
     drop(w);
 
     for name in ["hybrid-3to1", "dense-tied-bf16"] {

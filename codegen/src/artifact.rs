@@ -1,8 +1,13 @@
 //! The artifact file: `MAGIC` (8 bytes), format version (u32 LE), payload length (u64 LE), the
-//! payload (JSON: qgc version, spec hash, spec, lowering options, both entry points), and the
-//! SHA-256 of the payload (32 bytes). Writing is deterministic (same spec, same bytes) and atomic
-//! (a temporary file renamed into place), so a failed compile leaves nothing half-written.
+//! payload (JSON: qgc version, spec hash, spec, lowering options, the lowered program, and the
+//! compiled program — optimised graphs, load graphs, schedules with kernel bindings and memory
+//! plans, [`CompiledProgram`]), and the SHA-256 of the payload (32 bytes). Writing is
+//! deterministic (same spec, same bytes) and atomic (a temporary file renamed into place), so a
+//! failed compile leaves nothing half-written. Reading checks everything a runtime relies on —
+//! magic, version, length, checksum, spec hash, every graph verifies, every schedule is this
+//! compiler's schedule of its graph — and runs no pass.
 
+use crate::compile::{CompileError, CompiledProgram};
 use qgc_ir::{LowerOptions, ModelSpec, Program};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -11,8 +16,8 @@ use std::path::Path;
 
 /// First bytes of every artifact.
 pub const MAGIC: &[u8; 8] = b"QGCART\0\n";
-/// Bumped whenever the layout or payload schema changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped whenever the layout or payload schema changes (2: the compiled program).
+pub const FORMAT_VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + 8;
 
 /// Artifact read/write failures.
@@ -34,6 +39,15 @@ pub enum ArtifactError {
         /// What is wrong.
         message: String,
     },
+    /// The embedded compiled program does not check out.
+    #[error("{path}: embedded compiled program")]
+    Compiled {
+        /// File.
+        path: String,
+        /// Why.
+        #[source]
+        source: Box<CompileError>,
+    },
 }
 
 /// The payload of an artifact.
@@ -47,8 +61,10 @@ pub struct Artifact {
     pub spec: ModelSpec,
     /// Lowering options used.
     pub options: LowerOptions,
-    /// Both entry points and the state layout.
+    /// The lowered program (what the reference interpreter runs).
     pub program: Program,
+    /// The compiled program (what the compiled backends run).
+    pub compiled: CompiledProgram,
 }
 
 /// SHA-256 hex of the spec's canonical JSON.
@@ -57,19 +73,55 @@ pub fn spec_hash(spec: &ModelSpec) -> String {
     hex(&Sha256::digest(&json))
 }
 
+/// The first `limit` JSON paths where the architectures of `a` and `b` differ (everything but
+/// the name), e.g. `rms_norm_eps: 1e-6 vs 1e-5`; empty when they describe the same model.
+pub fn spec_differences(a: &ModelSpec, b: &ModelSpec, limit: usize) -> Vec<String> {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>, limit: usize) {
+        use serde_json::Value;
+        if out.len() >= limit || a == b {
+            return;
+        }
+        let at = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let null = Value::Null;
+                    walk(&at(k), x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), out, limit);
+                }
+            }
+            (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+                for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                    walk(&format!("{path}[{i}]"), p, q, out, limit);
+                }
+            }
+            _ => out.push(format!("{path}: {a} vs {b}")),
+        }
+    }
+    let json = |s: &ModelSpec| {
+        let mut v = serde_json::to_value(s).expect("spec serialises");
+        v.as_object_mut().map(|o| o.remove("name"));
+        v
+    };
+    let mut out = Vec::new();
+    walk("", &json(a), &json(b), &mut out, limit);
+    out
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Artifact {
-    /// Packs an already lowered program.
-    pub fn new(spec: ModelSpec, options: LowerOptions, program: Program) -> Artifact {
+    /// Packs a lowered program and its compiled form.
+    pub fn new(spec: ModelSpec, options: LowerOptions, program: Program, compiled: CompiledProgram) -> Artifact {
         Artifact {
             qgc_version: env!("CARGO_PKG_VERSION").to_string(),
             spec_hash: spec_hash(&spec),
             spec,
             options,
             program,
+            compiled,
         }
     }
 
@@ -119,6 +171,10 @@ impl Artifact {
         for g in [&art.program.prefill, &art.program.decode].into_iter().chain(&art.program.mtp) {
             qgc_ir::verify(g).map_err(|e| bad(format!("embedded IR does not verify: {e}")))?;
         }
+        if art.compiled.state != art.program.state || art.compiled.mtp_state != art.program.mtp_state {
+            return Err(bad("the compiled program's state layout differs from the program's".into()));
+        }
+        art.compiled.verify().map_err(|e| ArtifactError::Compiled { path: path.into(), source: Box::new(e) })?;
         Ok(art)
     }
 
@@ -160,7 +216,8 @@ mod tests {
         let spec = ModelSpec::from_json(include_str!("../../models/qwen3-next-tiny.json")).unwrap();
         let opts = LowerOptions::default();
         let program = qgc_ir::lower(&spec, &opts).unwrap();
-        Artifact::new(spec, opts, program)
+        let (compiled, _) = crate::compile::compile_program(&program, &mut |_, _| {}).unwrap();
+        Artifact::new(spec, opts, program, compiled)
     }
 
     #[test]
@@ -181,8 +238,20 @@ mod tests {
         assert_eq!(msg(&flipped), "m.qgc: checksum mismatch: the artifact is corrupted");
         let mut v2 = bytes.clone();
         v2[8] = 9;
-        assert_eq!(msg(&v2), "m.qgc: artifact format version 9, this qgc reads version 1; recompile the model");
+        assert_eq!(msg(&v2), "m.qgc: artifact format version 9, this qgc reads version 2; recompile the model");
         assert!(msg(&bytes[..bytes.len() - 5]).starts_with("m.qgc: truncated artifact:"));
         assert_eq!(msg(&bytes[..15]), "m.qgc: truncated artifact header");
+    }
+
+    #[test]
+    fn rejects_a_schedule_that_does_not_fit_its_graph_even_with_a_good_checksum() {
+        let mut a = tiny();
+        a.compiled.entries[2].schedule.arena_bytes = qgc_ir::Poly::zero();
+        let err = Artifact::from_bytes(&a.to_bytes(), "m.qgc").unwrap_err();
+        let chain = format!("{err}: {}", std::error::Error::source(&err).map(|e| e.to_string()).unwrap_or_default());
+        assert_eq!(chain, "m.qgc: embedded compiled program: decode: the stored schedule does not match its graph");
+        let mut b = tiny();
+        b.compiled.entries[0].graph.nodes.pop();
+        assert!(Artifact::from_bytes(&b.to_bytes(), "m.qgc").is_err());
     }
 }

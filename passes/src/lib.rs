@@ -40,6 +40,16 @@ use std::time::{Duration, Instant};
 /// The pipeline, in order.
 pub const PASSES: &[&str] = &["dce", "cse", "canonicalise", "fuse", "select"];
 
+thread_local! {
+    static RUNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times [`optimise`] has started on this thread (lets tests prove that loading a
+/// compiled program runs no pass).
+pub fn pipeline_runs() -> usize {
+    RUNS.with(|r| r.get())
+}
+
 /// Pass failures (all are compiler bugs: valid graphs must optimise).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PassError {
@@ -151,6 +161,7 @@ fn checked(pass: &str, g: Graph) -> Result<Graph, PassError> {
 
 /// Runs [`PASSES`] over `g`; calls `after(pass, graph)` after each (for `--dump-after`).
 pub fn optimise(g: &Graph, opts: &Options, after: &mut dyn FnMut(&str, &Graph)) -> Result<(Graph, Report), PassError> {
+    RUNS.with(|r| r.set(r.get() + 1));
     let mut report = Report { graph: g.name.clone(), passes: Vec::new(), memplan: None, memplan_time: Duration::ZERO };
     let mut cur = checked("input", g.clone())?;
     type Classic = fn(&Graph) -> Result<Graph, IrError>;

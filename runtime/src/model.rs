@@ -1,6 +1,7 @@
 //! Opening a MODEL argument: a spec JSON, an HF model directory or config.json (imported on the
 //! fly), or a compiled artifact. Every command that takes a MODEL goes through [`open_model`].
 
+use qgc_codegen::compile::CompiledProgram;
 use qgc_codegen::Artifact;
 use qgc_ir::spec::hf;
 use qgc_ir::{LowerOptions, ModelSpec, Program, SpecErrors};
@@ -28,6 +29,8 @@ pub struct Model {
     pub options: LowerOptions,
     /// Both entry points.
     pub program: Program,
+    /// The compiled program, when MODEL was an artifact (otherwise compiled on demand).
+    pub compiled: Option<CompiledProgram>,
     /// What the argument was.
     pub kind: ModelKind,
     /// The HF directory, when MODEL was one (its weights are the default).
@@ -59,12 +62,13 @@ pub enum ModelError {
     #[error(transparent)]
     Artifact(#[from] qgc_codegen::ArtifactError),
     /// Lowering failed (a bug: validated specs must lower).
-    #[error("{path}: lowering failed: {message}")]
+    #[error("{path}: lowering failed")]
     Lower {
         /// File.
         path: String,
         /// Why.
-        message: String,
+        #[source]
+        source: qgc_ir::IrError,
     },
 }
 
@@ -97,6 +101,7 @@ pub fn open_model(path: &Path, options: &LowerOptions) -> Result<Model, ModelErr
             spec: art.spec,
             options: art.options,
             program: art.program,
+            compiled: Some(art.compiled),
             kind: ModelKind::Artifact,
             hf_dir: None,
         });
@@ -119,7 +124,6 @@ fn import(config: &Path, text: &str, names: Option<&[String]>) -> Result<ModelSp
 }
 
 fn lowered(spec: ModelSpec, options: &LowerOptions, kind: ModelKind, path: &str) -> Result<Model, ModelError> {
-    let program =
-        qgc_ir::lower(&spec, options).map_err(|e| ModelError::Lower { path: path.into(), message: e.to_string() })?;
-    Ok(Model { spec, options: *options, program, kind, hf_dir: None })
+    let program = qgc_ir::lower(&spec, options).map_err(|source| ModelError::Lower { path: path.into(), source })?;
+    Ok(Model { spec, options: *options, program, compiled: None, kind, hf_dir: None })
 }
