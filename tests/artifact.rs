@@ -151,3 +151,27 @@ fn no_model_or_fixture_runs_a_node_on_the_interpreter_fallback() {
     assert!(fb.values().all(|n| n == 0), "{v}");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn every_state_tensor_is_updated_in_its_own_buffer() {
+    // The 80B spec: 36 GDN layers (conv + recurrent state) and 12 attention layers (K, V caches).
+    let spec = ModelSpec::from_json(&std::fs::read_to_string(root().join("models/qwen3-next.json")).unwrap()).unwrap();
+    let program = lower(&spec, &LowerOptions::default()).unwrap();
+    let (compiled, _) = compile_program(&program, &mut |_, _| {}).unwrap();
+    for e in compiled.entries.iter().filter(|e| e.entry != Entry::Mtp) {
+        let s = &e.schedule;
+        assert_eq!(s.aliases.len(), program.state.len(), "{}", e.entry.name());
+        for a in &s.aliases {
+            let (out, inp) = (&s.io.slots[a.output], &s.io.slots[a.input]);
+            assert_eq!(out.name, inp.name);
+            let kv = out.name.ends_with(".k") || out.name.ends_with(".v");
+            assert_eq!(a.grows, kv.then_some(2), "{}: {}", e.entry.name(), out.name);
+        }
+        // Every residual add + norm writes its sum over the residual stream it reads: per layer
+        // the mixer residual with the post-attention norm, and the layer output with the next
+        // layer's input norm (the last one's with the final norm).
+        let fused = e.graph.nodes.iter().filter(|n| n.op.name() == "add_rms_norm").count();
+        let sums = s.in_place.iter().filter(|(r, _)| e.graph.nodes[r.node].op.name() == "add_rms_norm").count();
+        assert_eq!((fused, sums), (96, 96), "{}", e.entry.name());
+    }
+}

@@ -165,6 +165,18 @@ impl<'w> CpuModel<'w> {
         self.entries.contains_key(&entry)
     }
 
+    /// The schedule `entry` runs (steps with their kernel bindings, in-place results, io aliases,
+    /// the arena plan).
+    pub fn schedule(&self, entry: Entry) -> Option<&qgc_codegen::host::Schedule> {
+        self.entries.get(&entry).map(|e| &e.host.schedule)
+    }
+
+    /// The names of the nodes of `entry` that run on the interpreter fallback.
+    pub fn fallbacks(&self, entry: Entry) -> Vec<String> {
+        let Some(e) = self.entries.get(&entry) else { return Vec::new() };
+        e.host.schedule.fallbacks().into_iter().map(|n| e.graph.nodes[n].name.clone()).collect()
+    }
+
     /// The graph `entry` runs (after fusion and hoisting).
     pub fn graph(&self, entry: Entry) -> Option<&Graph> {
         self.entries.get(&entry).map(|e| &e.graph)

@@ -168,6 +168,13 @@ impl Bf16Weights {
         Bf16Weights { tensors }
     }
 
+    /// `weights` rounded to bf16.
+    pub fn from_map(weights: &MapWeights) -> Bf16Weights {
+        let round = |t: &Tensor| t.as_f32().unwrap_or_default().iter().map(|&x| bf16::from_f32(x).to_bits()).collect();
+        let tensors = weights.tensors.iter().map(|(n, t)| (n.clone(), (t.shape.clone(), round(t)))).collect();
+        Bf16Weights { tensors }
+    }
+
     fn get(&self, name: &str, shape: &[usize]) -> Result<&[u16], InterpError> {
         match self.tensors.get(name) {
             Some((s, v)) if s.as_slice() == shape => Ok(v),
