@@ -166,12 +166,22 @@ fn bad_state_files_change_nothing() {
     turn(&mut c, &TURN1, &cfg(3, &[], SamplingParams::greedy()));
     let good = c.save().unwrap();
     let before = c.transcript();
-    let msg = |c: &mut Chat, b: &[u8]| c.load(b, "s.safetensors").unwrap_err().to_string();
+    // The error with its causes, as the CLI prints it.
+    let msg = |c: &mut Chat, b: &[u8]| {
+        let e = c.load(b, "s.safetensors").unwrap_err();
+        let mut s = e.to_string();
+        let mut at = std::error::Error::source(&e);
+        while let Some(cause) = at {
+            s += &format!(": {cause}");
+            at = cause.source();
+        }
+        s
+    };
 
-    assert_eq!(msg(&mut c, b"hello"), "s.safetensors: not a qgc chat state file (header too small)");
+    assert_eq!(msg(&mut c, b"hello"), "s.safetensors: not a qgc chat state file: header too small");
     assert_eq!(
         msg(&mut c, &good[..good.len() - 3]),
-        "s.safetensors: not a qgc chat state file (incomplete metadata, file not fully covered)"
+        "s.safetensors: not a qgc chat state file: incomplete metadata, file not fully covered"
     );
     let mut flipped = good.clone();
     let i = good.len() - 100;
@@ -378,8 +388,8 @@ fn cli_bad_inputs_keep_the_chat_going() {
     let want = [
         "error: $TMP/missing.safetensors: No such file or directory (os error 2)".to_string(),
         "error: $TMP/flipped.safetensors: checksum mismatch: the state file is corrupted".into(),
-        "error: $TMP/short.safetensors: not a qgc chat state file (incomplete metadata, file not fully covered)".into(),
-        "error: $TMP/text.safetensors: not a qgc chat state file (header too large)".into(),
+        "error: $TMP/short.safetensors: not a qgc chat state file: incomplete metadata, file not fully covered".into(),
+        "error: $TMP/text.safetensors: not a qgc chat state file: header too large".into(),
         format!(
             "error: $TMP/other.safetensors: the state is of another model: its spec hash is {}, this model's is {}",
             hash("models/qwen3-next-attn-first.json"),

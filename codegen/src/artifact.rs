@@ -24,11 +24,12 @@ const HEADER: usize = 8 + 4 + 8;
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
     /// Filesystem error.
-    #[error("{path}: {error}")]
+    #[error("{path}")]
     Io {
         /// File.
         path: String,
         /// Cause.
+        #[source]
         error: std::io::Error,
     },
     /// Not a qgc artifact, wrong version, truncated, corrupted or inconsistent.
@@ -38,6 +39,24 @@ pub enum ArtifactError {
         path: String,
         /// What is wrong.
         message: String,
+    },
+    /// The payload is not the artifact schema of this version.
+    #[error("{path}: unreadable payload")]
+    Payload {
+        /// File.
+        path: String,
+        /// The parser's message.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An embedded lowered graph does not verify.
+    #[error("{path}: embedded IR does not verify")]
+    Ir {
+        /// File.
+        path: String,
+        /// Why.
+        #[source]
+        source: qgc_ir::VerifyError,
     },
     /// The embedded compiled program does not check out.
     #[error("{path}: embedded compiled program")]
@@ -164,12 +183,13 @@ impl Artifact {
         if Sha256::digest(payload).as_slice() != &bytes[HEADER + len as usize..] {
             return Err(bad("checksum mismatch: the artifact is corrupted".into()));
         }
-        let art: Artifact = serde_json::from_slice(payload).map_err(|e| bad(format!("unreadable payload: {e}")))?;
+        let art: Artifact =
+            serde_json::from_slice(payload).map_err(|source| ArtifactError::Payload { path: path.into(), source })?;
         if art.spec_hash != spec_hash(&art.spec) {
             return Err(bad("spec hash does not match the embedded spec".into()));
         }
         for g in [&art.program.prefill, &art.program.decode].into_iter().chain(&art.program.mtp) {
-            qgc_ir::verify(g).map_err(|e| bad(format!("embedded IR does not verify: {e}")))?;
+            qgc_ir::verify(g).map_err(|source| ArtifactError::Ir { path: path.into(), source })?;
         }
         if art.compiled.state != art.program.state || art.compiled.mtp_state != art.program.mtp_state {
             return Err(bad("the compiled program's state layout differs from the program's".into()));

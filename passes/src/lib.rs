@@ -54,19 +54,21 @@ pub fn pipeline_runs() -> usize {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PassError {
     /// A pass produced a graph the verifier rejects.
-    #[error("after pass {pass}: {err}")]
+    #[error("after pass {pass}")]
     Verify {
         /// Pass name.
         pass: String,
         /// The verifier's message.
+        #[source]
         err: VerifyError,
     },
     /// A pass built an ill-typed node.
-    #[error("pass {pass}: {err}")]
+    #[error("pass {pass}")]
     Build {
         /// Pass name.
         pass: String,
         /// What failed.
+        #[source]
         err: IrError,
     },
     /// Extraction failed for a region kind.

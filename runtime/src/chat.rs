@@ -59,6 +59,24 @@ pub enum ChatError {
         /// What is wrong.
         message: String,
     },
+    /// A file that is not a safetensors file at all.
+    #[error("{origin}: not a qgc chat state file")]
+    NotStateFile {
+        /// The file, as given.
+        origin: String,
+        /// What the safetensors parser said.
+        #[source]
+        source: crate::weights::SafetensorsError,
+    },
+    /// A state file whose tensors this session cannot take.
+    #[error("{origin}")]
+    StateMismatch {
+        /// The file, as given.
+        origin: String,
+        /// What the session said.
+        #[source]
+        source: Box<SessionError>,
+    },
     /// Bad arguments: an empty turn, a batch of more than one sequence.
     #[error("{0}")]
     Input(String),
@@ -247,8 +265,12 @@ impl<'w> Chat<'w> {
     pub fn load(&mut self, bytes: &[u8], origin: &str) -> Result<(), ChatError> {
         let bad = |message: String| ChatError::StateFile { origin: origin.to_string(), message };
         let not_state = |why: String| bad(format!("not a qgc chat state file ({why})"));
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| not_state(e.to_string()))?;
-        let st = SafeTensors::deserialize(bytes).map_err(|e| not_state(e.to_string()))?;
+        let parse = |e| ChatError::NotStateFile {
+            origin: origin.to_string(),
+            source: crate::weights::SafetensorsError(std::sync::Arc::new(e)),
+        };
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(parse)?;
+        let st = SafeTensors::deserialize(bytes).map_err(parse)?;
         let meta = header.metadata().clone().unwrap_or_default();
         let get = |k: &str| meta.get(k).map(String::as_str);
         if get("format") != Some(STATE_FORMAT) {
@@ -316,7 +338,8 @@ impl<'w> Chat<'w> {
             )));
         }
         saved.position = positions[0];
-        self.session.restore(saved).map_err(|e| bad(e.to_string()))?;
+        let mismatch = |e| ChatError::StateMismatch { origin: origin.to_string(), source: Box::new(e) };
+        self.session.restore(saved).map_err(mismatch)?;
         self.fed = ids[..positions[0]].to_vec();
         self.pending = ids[positions[0]..].to_vec();
         Ok(())

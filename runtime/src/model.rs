@@ -41,11 +41,29 @@ pub struct Model {
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// The path is not there or unreadable.
-    #[error("{path}: {message}")]
+    #[error("{path}")]
     Io {
+        /// MODEL path (or the file in it that could not be read).
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not JSON (and not an artifact).
+    #[error("{path}: not a qgc artifact, spec or HF config: invalid JSON")]
+    Json {
         /// MODEL path.
         path: String,
-        /// Why.
+        /// The parser's message.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The path is not something qgc opens.
+    #[error("{path}: {message}")]
+    NotAModel {
+        /// MODEL path.
+        path: String,
+        /// What it is instead.
         message: String,
     },
     /// The spec or config is invalid; all problems listed.
@@ -80,21 +98,25 @@ fn indent(e: &SpecErrors) -> String {
 /// artifact (which carries its own program).
 pub fn open_model(path: &Path, options: &LowerOptions) -> Result<Model, ModelError> {
     let shown = path.display().to_string();
-    let io = |message: String| ModelError::Io { path: shown.clone(), message };
-    let meta = std::fs::metadata(path).map_err(|e| io(e.to_string()))?;
+    let io = |p: &Path| {
+        let path = p.display().to_string();
+        move |source| ModelError::Io { path, source }
+    };
+    let not_a_model = |message: &str| ModelError::NotAModel { path: shown.clone(), message: message.into() };
+    let meta = std::fs::metadata(path).map_err(io(path))?;
     if meta.is_dir() {
         let config = path.join("config.json");
         if !config.is_file() {
-            return Err(io("directory has no config.json (expected an HF model directory)".into()));
+            return Err(not_a_model("directory has no config.json (expected an HF model directory)"));
         }
-        let text = std::fs::read_to_string(&config).map_err(|e| io(format!("config.json: {e}")))?;
+        let text = std::fs::read_to_string(&config).map_err(io(&config))?;
         let names = crate::weights::Checkpoint::open(path).ok().map(|c| c.names());
         let spec = import(&config, &text, names.as_deref())?;
         let mut m = lowered(spec, options, ModelKind::HfDir, &shown)?;
         m.hf_dir = Some(path.to_path_buf());
         return Ok(m);
     }
-    let bytes = std::fs::read(path).map_err(|e| io(e.to_string()))?;
+    let bytes = std::fs::read(path).map_err(io(path))?;
     if Artifact::sniff(&bytes) {
         let art = Artifact::from_bytes(&bytes, &shown)?;
         return Ok(Model {
@@ -106,9 +128,9 @@ pub fn open_model(path: &Path, options: &LowerOptions) -> Result<Model, ModelErr
             hf_dir: None,
         });
     }
-    let text = String::from_utf8(bytes).map_err(|_| io("not a qgc artifact and not UTF-8 JSON".into()))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| io(format!("not a qgc artifact, spec or HF config: invalid JSON: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|_| not_a_model("not a qgc artifact and not UTF-8 JSON"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| ModelError::Json { path: shown.clone(), source: e })?;
     if value.get("model_type").is_some() {
         let spec = import(path, &text, None)?;
         return lowered(spec, options, ModelKind::HfConfig, &shown);

@@ -18,13 +18,23 @@ pub const QWEN_TOKENIZER_JSON: &[u8] = include_bytes!("../assets/qwen-tokenizer.
 /// Tokenizer failures.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
-    /// The tokenizer file could not be read or parsed.
-    #[error("{path}: {message}")]
-    Load {
+    /// The tokenizer file could not be read.
+    #[error("{path}")]
+    Read {
         /// File.
         path: String,
-        /// Why.
-        message: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The tokenizer file could not be parsed.
+    #[error("{path}: not a valid tokenizer.json")]
+    Parse {
+        /// File.
+        path: String,
+        /// What the tokenizers crate said.
+        #[source]
+        source: tokenizers::Error,
     },
     /// A model directory without a `tokenizer.json`.
     #[error("{dir}: no tokenizer.json in the model directory; give one with --tokenizer FILE")]
@@ -39,8 +49,8 @@ pub enum TokenizerError {
         path: String,
     },
     /// Encoding or decoding failed.
-    #[error("{0}")]
-    Codec(String),
+    #[error(transparent)]
+    Codec(tokenizers::Error),
 }
 
 /// A loaded tokenizer.
@@ -64,17 +74,15 @@ impl Tokenizer {
 
     /// Loads a `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Tokenizer, TokenizerError> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| TokenizerError::Load { path: path.display().to_string(), message: e.to_string() })?;
+        let bytes =
+            std::fs::read(path).map_err(|source| TokenizerError::Read { path: path.display().to_string(), source })?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }
 
     /// Parses `tokenizer.json` bytes; `origin` names them in errors.
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Tokenizer, TokenizerError> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| TokenizerError::Load {
-            path: origin.to_string(),
-            message: format!("not a valid tokenizer.json: {e}"),
-        })?;
+        let inner = tokenizers::Tokenizer::from_bytes(bytes)
+            .map_err(|source| TokenizerError::Parse { path: origin.to_string(), source })?;
         let nfc = matches!(inner.get_normalizer(), Some(tokenizers::NormalizerWrapper::NFC(_)));
         Ok(Tokenizer { inner, nfc })
     }
@@ -93,7 +101,7 @@ impl Tokenizer {
     ///
     /// 1. `file` (`--tokenizer FILE`) when given, whatever `model` is;
     /// 2. `model`'s `tokenizer.json`, where `model` is an HF model directory or its `config.json`
-    ///    ([`TokenizerError::NoTokenizer`] when the directory has none, a `Load` error with the OS
+    ///    ([`TokenizerError::NoTokenizer`] when the directory has none, a `Read` error with the OS
     ///    message when `model` does not exist, [`TokenizerError::NotAModelDir`] for any other file);
     /// 3. with neither, the shipped Qwen tokenizer ([`Tokenizer::qwen`]).
     pub fn resolve(model: Option<&Path>, file: Option<&Path>) -> Result<Tokenizer, TokenizerError> {
@@ -101,8 +109,8 @@ impl Tokenizer {
             return Self::from_file(f);
         }
         let Some(m) = model else { return Ok(Self::qwen()) };
-        let meta = std::fs::metadata(m)
-            .map_err(|e| TokenizerError::Load { path: m.display().to_string(), message: e.to_string() })?;
+        let meta =
+            std::fs::metadata(m).map_err(|source| TokenizerError::Read { path: m.display().to_string(), source })?;
         let dir = if meta.is_dir() {
             m
         } else if m.file_name().is_some_and(|n| n == "config.json") {
@@ -126,7 +134,7 @@ impl Tokenizer {
         } else {
             Cow::Borrowed(text)
         };
-        let enc = self.inner.encode(text.as_ref(), false).map_err(|e| TokenizerError::Codec(e.to_string()))?;
+        let enc = self.inner.encode(text.as_ref(), false).map_err(TokenizerError::Codec)?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -135,7 +143,7 @@ impl Tokenizer {
     /// not have (a model's padded vocabulary rows) are skipped, as in `tokenizers`; callers that
     /// must reject them check [`Tokenizer::id_token`] first, as `qgc detokenize` does.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        self.inner.decode(ids, false).map_err(|e| TokenizerError::Codec(e.to_string()))
+        self.inner.decode(ids, false).map_err(TokenizerError::Codec)
     }
 
     /// One more than the largest id the tokenizer can produce (added tokens included).

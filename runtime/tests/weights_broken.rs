@@ -214,7 +214,16 @@ fn long_reports_are_capped() {
 fn open_err(path: &Path, dir: &Path) -> String {
     match Checkpoint::open(path) {
         Ok(c) => panic!("opened {} with {} tensors", path.display(), c.len()),
-        Err(e) => e.to_string().replace(&dir.display().to_string(), "DIR"),
+        Err(e) => {
+            // The error with its causes, as the CLI prints it.
+            let mut s = e.to_string();
+            let mut at = std::error::Error::source(&e);
+            while let Some(cause) = at {
+                s += &format!(": {cause}");
+                at = cause.source();
+            }
+            s.replace(&dir.display().to_string(), "DIR")
+        }
     }
 }
 

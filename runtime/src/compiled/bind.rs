@@ -10,6 +10,7 @@ use crate::cpu::moe::MoeScratch;
 use crate::weights::{HostTensor, RawWeights};
 use qgc_codegen::binding::Kernel;
 use qgc_codegen::host::{HostEntry, IoKind, Step};
+use qgc_ir::interp::InterpError;
 use qgc_ir::{Graph, Op};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,12 +30,12 @@ impl<'w> Binder<'w> {
         key: &str,
         bf16_ok: bool,
         tensors: &mut Vec<HostTensor<'w>>,
-        make: impl FnOnce(&'w dyn RawWeights) -> Result<HostTensor<'w>, String>,
+        make: impl FnOnce(&'w dyn RawWeights) -> Result<HostTensor<'w>, InterpError>,
     ) -> Result<usize, CompiledError> {
         if let Some(&i) = self.index.get(&(key.to_string(), bf16_ok)) {
             return Ok(i);
         }
-        let t = make(self.weights).map_err(|message| CompiledError::Weight { name: key.into(), message })?;
+        let t = make(self.weights).map_err(|source| CompiledError::Weight { name: key.into(), source })?;
         let t = if t.is_bf16() && !bf16_ok { HostTensor::F32(Cow::Owned(t.to_f32())) } else { t };
         tensors.push(t);
         self.index.insert((key.to_string(), bf16_ok), tensors.len() - 1);

@@ -3,7 +3,7 @@
 //! else is evaluated in f32 by the interpreter's `eval_op`), and the per-expert gate/up stacks.
 
 use crate::weights::{HostTensor, RawWeights};
-use qgc_ir::interp::{eval_op, Tensor};
+use qgc_ir::interp::{eval_op, InterpError, Tensor};
 use qgc_ir::{Bindings, Graph, Op};
 use std::borrow::Cow;
 
@@ -54,12 +54,12 @@ fn bits<'a>(t: &'a HostTensor) -> Option<&'a [u16]> {
 
 /// The value of node `node` of `g` (a weight or a weight-only node with one result), read from
 /// `weights`. Values are not cached: the caller binds each `load:` weight once.
-pub fn eval_load<'w>(g: &Graph, node: usize, weights: &'w dyn RawWeights) -> Result<HostTensor<'w>, String> {
+pub fn eval_load<'w>(g: &Graph, node: usize, weights: &'w dyn RawWeights) -> Result<HostTensor<'w>, InterpError> {
     let n = &g.nodes[node];
     let bind = Bindings { b: 1, s: 1, p: 0 };
     let shape = n.outputs[0].eval(&bind);
     if let Op::Weight { name, .. } = &n.op {
-        return weights.raw(name, &shape).map_err(|e| e.to_string());
+        return weights.raw(name, &shape);
     }
     let mut ins = Vec::with_capacity(n.inputs.len());
     for v in &n.inputs {
@@ -85,7 +85,8 @@ pub fn eval_load<'w>(g: &Graph, node: usize, weights: &'w dyn RawWeights) -> Res
         op => {
             let ts: Vec<Tensor> = shapes.iter().zip(&ins).map(|(s, t)| Tensor::f32(s.clone(), t.to_f32())).collect();
             let refs: Vec<&Tensor> = ts.iter().collect();
-            let mut out = eval_op(op, &refs, &bind).map_err(|m| format!("{}: {m}", n.name))?;
+            let mut out =
+                eval_op(op, &refs, &bind).map_err(|message| InterpError::Runtime { node: n.name.clone(), message })?;
             let t = out.swap_remove(0);
             HostTensor::F32(Cow::Owned(t.as_f32().map(<[f32]>::to_vec).unwrap_or_default()))
         }

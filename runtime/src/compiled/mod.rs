@@ -22,6 +22,7 @@ use qgc_codegen::binding::Kernel;
 pub use qgc_codegen::compile::Entry;
 use qgc_codegen::compile::{compile_graphs, compile_program, CompileError, CompiledProgram};
 use qgc_codegen::host::{compile_schedule, HostEntry, HostError, HostOptions, IoKind, Precision};
+use qgc_ir::interp::InterpError;
 use qgc_ir::{Bindings, DType, Graph, Program};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -50,12 +51,13 @@ pub enum CompiledError {
         message: String,
     },
     /// A weight could not be bound.
-    #[error("weight {name}: {message}")]
+    #[error("binding weight {name}")]
     Weight {
         /// Logical (or `load:`) name.
         name: String,
         /// Why.
-        message: String,
+        #[source]
+        source: InterpError,
     },
     /// A bad call: missing or mis-shaped input, or the entry point does not exist.
     #[error("{0}")]

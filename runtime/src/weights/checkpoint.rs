@@ -53,7 +53,7 @@ impl Checkpoint {
         let path = path.as_ref();
         let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => WeightsError::NotFound { path: shown(path) },
-            _ => io_error(path, &e),
+            _ => io_error(path, e),
         })?;
         if !meta.is_dir() {
             return Self::from_files(path, &[path.to_path_buf()], None);
@@ -179,18 +179,20 @@ fn shown(path: &Path) -> String {
     path.display().to_string()
 }
 
-fn io_error(path: &Path, e: &std::io::Error) -> WeightsError {
-    WeightsError::Io { path: shown(path), message: e.to_string() }
+fn io_error(path: &Path, e: std::io::Error) -> WeightsError {
+    WeightsError::Io { path: shown(path), source: std::sync::Arc::new(e) }
 }
 
 /// Maps `path` and parses its header; the tensors' `file` fields are left 0.
 fn map_shard(path: &Path) -> Result<(Shard, Vec<(String, StoredTensor)>), WeightsError> {
-    let file = File::open(path).map_err(|e| io_error(path, &e))?;
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
     // SAFETY: the map is only read. Another process truncating or rewriting the file while it is
     // mapped is outside what we can guard against (every mmap-based loader shares this caveat).
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| io_error(path, &e))?;
-    let (header_len, meta) = SafeTensors::read_metadata(&map)
-        .map_err(|e| WeightsError::Header { path: shown(path), message: e.to_string() })?;
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| io_error(path, e))?;
+    let (header_len, meta) = SafeTensors::read_metadata(&map).map_err(|e| WeightsError::Header {
+        path: shown(path),
+        source: super::SafetensorsError(std::sync::Arc::new(e)),
+    })?;
     let start = HEADER_LEN_BYTES + header_len;
     let mut tensors: Vec<(String, StoredTensor)> = meta
         .tensors()
@@ -208,8 +210,9 @@ fn map_shard(path: &Path) -> Result<(Shard, Vec<(String, StoredTensor)>), Weight
 /// Reads the `weight_map` of an index file.
 fn read_index(index: &Path) -> Result<BTreeMap<String, String>, WeightsError> {
     let bad = |message: String| WeightsError::Index { path: shown(index), message };
-    let text = std::fs::read_to_string(index).map_err(|e| io_error(index, &e))?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let text = std::fs::read_to_string(index).map_err(|e| io_error(index, e))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| WeightsError::IndexJson { path: shown(index), source: std::sync::Arc::new(e) })?;
     let map = value.get("weight_map").ok_or_else(|| bad("no \"weight_map\" object".into()))?;
     let map = map.as_object().ok_or_else(|| bad("\"weight_map\" is not an object".into()))?;
     let mut out = BTreeMap::new();
@@ -232,10 +235,10 @@ fn index_files(dir: &Path, index: &Path, weight_map: &BTreeMap<String, String>) 
 
 /// Every `*.safetensors` file directly in `dir`, sorted by name.
 fn list_safetensors(dir: &Path) -> Result<Vec<PathBuf>, WeightsError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| io_error(dir, &e))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| io_error(dir, e))?;
     let mut files = Vec::new();
     for entry in entries {
-        let path = entry.map_err(|e| io_error(dir, &e))?.path();
+        let path = entry.map_err(|e| io_error(dir, e))?.path();
         if path.is_file() && path.extension().is_some_and(|x| x == "safetensors") {
             files.push(path);
         }

@@ -19,6 +19,8 @@ mod raw;
 mod source;
 
 pub use check::{check, check_report, CheckReport, Problem, ProblemKind};
+use std::sync::Arc;
+
 pub use checkpoint::{Checkpoint, StoredTensor, INDEX_FILE, SINGLE_FILE};
 pub use raw::{Bf16Weights, HostTensor, RawWeights};
 pub use source::Weights;
@@ -28,7 +30,7 @@ pub const SUPPORTED_DTYPES: [safetensors::Dtype; 3] =
     [safetensors::Dtype::F32, safetensors::Dtype::BF16, safetensors::Dtype::F16];
 
 /// Why a checkpoint could not be opened, checked or read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum WeightsError {
     /// The path given to [`Checkpoint::open`] does not exist.
     #[error("checkpoint {path} does not exist")]
@@ -43,20 +45,31 @@ pub enum WeightsError {
         dir: String,
     },
     /// A file or directory could not be read or mapped.
-    #[error("{path}: {message}")]
+    #[error("{path}")]
     Io {
         /// The file or directory.
         path: String,
         /// The OS error.
-        message: String,
+        #[source]
+        source: Arc<std::io::Error>,
     },
     /// A file is not a valid safetensors file (bad header, truncated data, ...).
-    #[error("{path}: not a valid safetensors file: {message}")]
+    #[error("{path}: not a valid safetensors file")]
     Header {
         /// The file.
         path: String,
         /// What the safetensors parser said.
-        message: String,
+        #[source]
+        source: SafetensorsError,
+    },
+    /// `model.safetensors.index.json` is not JSON.
+    #[error("{path}: invalid index: not JSON")]
+    IndexJson {
+        /// The index file.
+        path: String,
+        /// The parser's message.
+        #[source]
+        source: Arc<serde_json::Error>,
     },
     /// `model.safetensors.index.json` is not a valid index.
     #[error("{path}: invalid index: {message}")]
@@ -108,6 +121,19 @@ pub enum WeightsError {
         message: String,
     },
 }
+
+/// A safetensors parser error as a cause. Its own message already ends with its cause's, so as a
+/// cause it reports no further source (an error chain would print that part twice).
+#[derive(Debug, Clone)]
+pub struct SafetensorsError(pub Arc<safetensors::SafeTensorError>);
+
+impl std::fmt::Display for SafetensorsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SafetensorsError {}
 
 fn more_suffix(more: usize) -> String {
     if more == 0 {
