@@ -86,6 +86,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let decode_tok_s = 1.0 / decode_s;
     let ratio = floor_s.map(|f| f / decode_s);
     let params: u64 = m.spec.param_counts().total;
+    // KV bytes one decode step reads at the end of the run (the runtime keeps KV in f32).
+    let context = (a.prefill + a.decode) as u64;
+    let kv_read_bytes = m.spec.state_bytes(context, 4).kv_cache;
     let dtype = match (&loaded, a.weights_dtype) {
         (crate::load::Loaded::Checkpoint(_), _) => "checkpoint",
         (_, WeightsDtype::Bf16) => "bf16",
@@ -108,6 +111,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             "decode_tok_s": decode_tok_s,
             "decode_floor_ratio": ratio,
             "decode_bytes_per_token": decode_bytes,
+            "context_tokens": context,
+            "kv_read_bytes_per_token": kv_read_bytes,
             "copy_bandwidth_gb_s": bw.copy_gbs,
             "read_bandwidth_gb_s": bw.read_gbs,
             "floor_tok_s": floor_s.map(|f| 1.0 / f),

@@ -341,7 +341,8 @@ pub fn schedule(g: &Graph, opts: &HostOptions, planner: &dyn ArenaPlanner) -> Re
         }
     }
     let root = roots(g);
-    let plan = Sharer::new(g, &steps, &chains, &direct, &root, &io).run();
+    let last = last_reads(g, &steps, &root);
+    let plan = Sharer { g, steps: &steps, chains: &chains, direct: &direct, root: &root, io: &io, last }.run();
     let arena = planner.plan(&plan.requests);
     if arena.offsets.len() != plan.requests.len() {
         let message = format!("{} offsets for {} arena values", arena.offsets.len(), plan.requests.len());
@@ -396,24 +397,18 @@ struct Sharer<'a> {
     last: BTreeMap<Value, usize>,
 }
 
-impl<'a> Sharer<'a> {
-    fn new(
-        g: &'a Graph,
-        steps: &'a [Step],
-        chains: &'a [EwChain],
-        direct: &'a BTreeMap<Value, usize>,
-        root: &'a [Vec<Value>],
-        io: &'a IoTable,
-    ) -> Self {
-        let mut last = BTreeMap::new();
-        for (k, s) in steps.iter().enumerate() {
-            for v in writes_reads(g, s).1 {
-                last.insert(root[v.node][v.index], k);
-            }
+/// Per storage root: the last step reading it (or a view of it).
+fn last_reads(g: &Graph, steps: &[Step], root: &[Vec<Value>]) -> BTreeMap<Value, usize> {
+    let mut last = BTreeMap::new();
+    for (k, s) in steps.iter().enumerate() {
+        for v in writes_reads(g, s).1 {
+            last.insert(root[v.node][v.index], k);
         }
-        Sharer { g, steps, chains, direct, root, io, last }
     }
+    last
+}
 
+impl Sharer<'_> {
     fn root_of(&self, v: Value) -> Value {
         self.root[v.node][v.index]
     }
