@@ -159,3 +159,30 @@ fn bad_input_is_an_error_not_a_panic() {
     let ok = b.prefill(&[vec![1, 2]]).unwrap();
     assert_eq!(ok.shape, vec![1, 2, v]);
 }
+
+#[test]
+fn state_stored_in_another_layout_is_refused() {
+    // A KV cache handed to the compiled backend without its growing axis (a dense buffer of
+    // exactly P entries) must be an error, never an append past its end.
+    let dir = fixture("hybrid-3to1");
+    let (m, w) = open(&dir);
+    let cpu = CpuModel::compile(&m.program, &w, CpuOptions::default()).unwrap();
+    let bind = qgc_ir::Bindings { b: 1, s: 1, p: 3 };
+    let mut state: std::collections::BTreeMap<String, qgc_runtime::StateTensor> = m
+        .program
+        .state
+        .iter()
+        .map(|d| {
+            (
+                d.name.clone(),
+                qgc_runtime::StateTensor::from_dense(&Tensor::zeros(d.ty.eval(&bind), qgc_ir::DType::F32), None),
+            )
+        })
+        .collect();
+    let inputs = [("tokens", 1), ("positions", 3)]
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), Tensor::i32(vec![1, 1], vec![v])))
+        .collect();
+    let err = cpu.run(qgc_runtime::compiled::Entry::Decode, &bind, &inputs, &mut state).unwrap_err().to_string();
+    assert!(err.contains("is stored growing along axis None"), "{err}");
+}

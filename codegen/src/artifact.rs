@@ -273,5 +273,21 @@ mod tests {
         let mut b = tiny();
         b.compiled.entries[0].graph.nodes.pop();
         assert!(Artifact::from_bytes(&b.to_bytes(), "m.qgc").is_err());
+        // Load outputs swapped between two `load:` weights of different types: refused, not
+        // bound to a weight of the wrong size.
+        let mut c = tiny();
+        let load = &mut c.compiled.entries[2].load;
+        let (i, j) = (0..load.outputs.len())
+            .flat_map(|i| (0..i).map(move |j| (i, j)))
+            .find(|&(i, j)| load.ty(load.outputs[i].1) != load.ty(load.outputs[j].1))
+            .expect("two load weights of different types");
+        let (vi, vj) = (load.outputs[i].1, load.outputs[j].1);
+        (load.outputs[i].1, load.outputs[j].1) = (vj, vi);
+        let err = Artifact::from_bytes(&c.to_bytes(), "m.qgc").unwrap_err();
+        let cause = std::error::Error::source(&err).map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            cause.starts_with("decode: weight load:") && cause.ends_with("has no output of its type in the load graph"),
+            "{cause}"
+        );
     }
 }

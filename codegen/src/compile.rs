@@ -12,7 +12,7 @@
 
 use crate::hoist::{hoist, Hoisted};
 use crate::host::{schedule, HostError, HostOptions, ReusePlanner, Schedule};
-use qgc_ir::{Graph, IrError, Program, StateDecl, VerifyError};
+use qgc_ir::{Graph, IrError, Op, Program, StateDecl, VerifyError};
 use qgc_passes::{PassError, Report};
 use serde::{Deserialize, Serialize};
 
@@ -104,6 +104,14 @@ pub enum CompileError {
         #[source]
         source: VerifyError,
     },
+    /// A `load:` weight the load graph does not compute with the weight's type.
+    #[error("{entry}: weight load:{weight} has no output of its type in the load graph")]
+    Load {
+        /// Entry point.
+        entry: &'static str,
+        /// The hoisted node's name.
+        weight: String,
+    },
     /// A stored schedule is not what this compiler makes of its graph.
     #[error("{entry}: the stored schedule does not match its graph")]
     Mismatch {
@@ -183,6 +191,13 @@ impl CompiledProgram {
             let entry = e.entry.name();
             for g in [&e.graph, &e.load] {
                 qgc_ir::verify(g).map_err(|source| CompileError::Verify { entry, source })?;
+            }
+            for n in &e.graph.nodes {
+                let Op::Weight { name, ty } = &n.op else { continue };
+                let Some(rest) = name.strip_prefix(crate::hoist::LOAD_PREFIX) else { continue };
+                if e.load.output(name).map(|v| e.load.ty(v)) != Some(ty) {
+                    return Err(CompileError::Load { entry, weight: rest.to_string() });
+                }
             }
             let again = schedule::schedule(&e.graph, &schedule_options(), &ReusePlanner::for_graph(&e.graph))
                 .map_err(|source| CompileError::Schedule { entry, source })?;

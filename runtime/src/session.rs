@@ -6,7 +6,7 @@
 use crate::compiled::{CompiledError, CpuModel, Entry};
 use crate::tensor::{StateTensor, Tensor};
 use qgc_ir::interp::{self, InterpError, WeightSource};
-use qgc_ir::{Bindings, DType, Graph, Program, StateDecl, TensorType};
+use qgc_ir::{Bindings, DType, Graph, Program, StateDecl};
 use std::collections::BTreeMap;
 
 /// Session failures.
@@ -86,11 +86,7 @@ pub struct Session<'w> {
     poisoned: bool,
 }
 
-/// The axis a state tensor grows along from call to call (the one whose size involves `P`: a
-/// KV cache's length), if any.
-pub fn grow_axis(ty: &TensorType) -> Option<usize> {
-    ty.shape.iter().position(|d| d.coeffs[2] != 0)
-}
+pub use crate::tensor::grow_axis;
 
 fn zero_state(decls: &[StateDecl], batch: usize) -> BTreeMap<String, StateTensor> {
     let bind = Bindings { b: batch, s: 0, p: 0 };

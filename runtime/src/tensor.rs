@@ -162,6 +162,12 @@ pub struct StateTensor {
     data: Vec<f32>,
 }
 
+/// The axis a state tensor of type `ty` grows along from call to call (the one whose size
+/// involves `P`: a KV cache's length), if any.
+pub fn grow_axis(ty: &TensorType) -> Option<usize> {
+    ty.shape.iter().position(|d| d.coeffs[2] != 0)
+}
+
 /// Smallest capacity a growing state is given.
 pub const MIN_CAPACITY: usize = 256;
 

@@ -86,6 +86,7 @@ impl<'w> Binder<'w> {
                 continue;
             }
             let bf16_ok = !f32_needed.contains(name);
+            let want: usize = n.outputs[0].eval(&Default::default()).iter().product();
             let t = if !other_use.contains(name) {
                 // Read only through the experts' stack: bound empty, never read.
                 self.tensor("(unused)", false, tensors, |_| Ok(HostTensor::F32(Cow::Owned(Vec::new()))))?
@@ -94,6 +95,13 @@ impl<'w> Binder<'w> {
             } else {
                 self.tensor(name, bf16_ok, tensors, |w| load::eval_load(&g, i, w))?
             };
+            if other_use.contains(name) && tensors[t].len() != want {
+                let message = format!("{} elements bound for a weight of type {}", tensors[t].len(), n.outputs[0]);
+                return Err(CompiledError::Weight {
+                    name: name.clone(),
+                    source: InterpError::Weight { name: name.clone(), message },
+                });
+            }
             by_name.insert(name.clone(), t);
         }
         let weight_of = |v: &qgc_ir::Value| match &g.nodes[v.node].op {
@@ -123,6 +131,14 @@ impl<'w> Binder<'w> {
                 let (gt, ut) = (load::eval_load(gg, gi, w)?, load::eval_load(ug, ui, w)?);
                 Ok(load::stack_experts(&gt, &ut, experts))
             })?;
+            let want = 2 * g.ty(n.inputs[3]).eval(&Default::default()).iter().product::<usize>();
+            if tensors[stack].len() != want {
+                let message = format!("{} stacked elements for {want}", tensors[stack].len());
+                return Err(CompiledError::Weight {
+                    name: key.clone(),
+                    source: InterpError::Weight { name: key, message },
+                });
+            }
             expert_stacks.insert(i, stack);
         }
         let slot_tensors = (host.io().slots.iter())

@@ -16,7 +16,7 @@ pub mod load;
 mod shims;
 
 use crate::cpu::moe::MoeScratch;
-use crate::tensor::{StateTensor, Tensor};
+use crate::tensor::{grow_axis, StateTensor, Tensor};
 use crate::weights::{HostTensor, RawWeights};
 use qgc_codegen::binding::Kernel;
 pub use qgc_codegen::compile::Entry;
@@ -105,8 +105,8 @@ pub(crate) struct Ctx<'a> {
     pub entry: &'a CpuEntry,
     pub tensors: &'a [HostTensor<'a>],
     pub bind: Bindings,
-    /// Per io slot: the capacity of a growing state buffer along its growing axis (0: dense).
-    pub caps: Vec<usize>,
+    /// Per io slot: `(axis, capacity)` of a state buffer with spare capacity along `axis`.
+    pub caps: Vec<Option<(usize, usize)>>,
     pub error: Option<String>,
     pub moe: MoeScratch,
 }
@@ -234,22 +234,23 @@ impl<'w> CpuModel<'w> {
             .ok_or_else(|| CompiledError::Input(format!("the model has no {} entry point", entry.name())))?;
         let sched = &e.host.schedule;
         let slots = &sched.io.slots;
-        let aliased: BTreeMap<usize, usize> = sched
-            .aliases
-            .iter()
-            .filter(|a| slots[a.output].name == slots[a.input].name && state.contains_key(&slots[a.input].name))
-            .map(|a| (a.output, a.input))
-            .collect();
-        // Room for what the call appends, before any pointer is taken.
-        for &o in aliased.keys() {
-            let want = slots[o].ty.eval(bind);
-            let st = state.get_mut(&slots[o].name).expect("aliased slots are state");
-            if let Some(a) = st.axis() {
-                st.reserve(want[a]);
+        // A state tensor must grow along the axis its slot's type grows along (`P`), or not at all:
+        // kernels index KV caches with the buffer's capacity, everything else as dense.
+        for slot in slots.iter().filter(|s| s.kind != IoKind::Weight) {
+            if let Some(st) = state.get(&slot.name) {
+                let want = grow_axis(&slot.ty);
+                if st.axis() != want {
+                    return Err(CompiledError::Input(format!(
+                        "state {:?} is stored growing along axis {:?}, the model's {} along {:?}",
+                        slot.name,
+                        st.axis(),
+                        slot.ty,
+                        want
+                    )));
+                }
             }
         }
-        let mut caps = vec![0usize; slots.len()];
-        let mut fresh: BTreeMap<usize, StateTensor> = BTreeMap::new();
+        let mut caps: Vec<Option<(usize, usize)>> = vec![None; slots.len()];
         let mut outs: Vec<(usize, Tensor)> = Vec::new();
         for (k, slot) in slots.iter().enumerate() {
             match slot.kind {
@@ -258,7 +259,7 @@ impl<'w> CpuModel<'w> {
                         if st.shape() != slot.ty.eval(bind) {
                             return Err(bad_input(&slot.name, &slot.ty, bind, &format!("{:?}", st.shape())));
                         }
-                        caps[k] = st.axis().map_or(0, |_| st.capacity());
+                        caps[k] = st.axis().map(|a| (a, st.capacity()));
                     }
                     None => {
                         let t = inputs
@@ -269,16 +270,47 @@ impl<'w> CpuModel<'w> {
                         }
                     }
                 },
-                IoKind::Output => match (state.get(&slot.name), aliased.get(&k)) {
-                    (Some(st), Some(_)) => caps[k] = st.axis().map_or(0, |_| st.capacity()),
-                    (Some(st), None) => {
-                        let fresh_st = StateTensor::zeros(slot.ty.eval(bind), st.axis());
-                        caps[k] = fresh_st.axis().map_or(0, |_| fresh_st.capacity());
-                        fresh.insert(k, fresh_st);
+                IoKind::Output => {
+                    if state.contains_key(&slot.name)
+                        && slots.iter().all(|s| s.kind != IoKind::Input || s.name != slot.name)
+                    {
+                        return Err(CompiledError::Input(format!(
+                            "state {:?} is not an input of {}",
+                            slot.name,
+                            entry.name()
+                        )));
                     }
-                    (None, _) => outs.push((k, Tensor::zeros(slot.ty.eval(bind), slot.ty.dtype))),
-                },
+                }
                 IoKind::Weight => {}
+            }
+        }
+        // State outputs that share their input's buffer: the same tensor, growing as the alias says.
+        let aliased: BTreeMap<usize, usize> = (sched.aliases.iter())
+            .filter(|a| slots[a.output].name == slots[a.input].name)
+            .filter(|a| state.get(&slots[a.input].name).is_some_and(|st| st.axis() == a.grows))
+            .map(|a| (a.output, a.input))
+            .collect();
+        // Room for what the call appends (inputs checked above; no pointer taken yet).
+        for &o in aliased.keys() {
+            let want = slots[o].ty.eval(bind);
+            let st = state.get_mut(&slots[o].name).expect("aliased slots are state");
+            if let Some(len) = st.axis().and_then(|a| want.get(a)) {
+                st.reserve(*len);
+            }
+            caps[o] = st.axis().map(|a| (a, st.capacity()));
+        }
+        let mut fresh: BTreeMap<usize, StateTensor> = BTreeMap::new();
+        for (k, slot) in slots.iter().enumerate() {
+            if slot.kind != IoKind::Output || aliased.contains_key(&k) {
+                continue;
+            }
+            match state.get(&slot.name) {
+                Some(st) => {
+                    let fresh_st = StateTensor::zeros(slot.ty.eval(bind), st.axis());
+                    caps[k] = fresh_st.axis().map(|a| (a, fresh_st.capacity()));
+                    fresh.insert(k, fresh_st);
+                }
+                None => outs.push((k, Tensor::zeros(slot.ty.eval(bind), slot.ty.dtype))),
             }
         }
         let mut io: Vec<*mut u8> = vec![std::ptr::null_mut(); slots.len()];

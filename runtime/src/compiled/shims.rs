@@ -106,8 +106,11 @@ impl Call {
         let n = &cx.entry.graph.nodes[self.node];
         let v = if j < self.nin { n.inputs[j] } else { Value { node: self.node, index: j - self.nin } };
         let loc = cx.entry.host.schedule.locs[v.node][v.index].as_ref();
-        match loc.map(|l| l.base) {
-            Some(Base::Io(k)) if cx.caps.get(k).copied().unwrap_or(0) > 0 => cx.caps[k],
+        match (loc.map(|l| l.base), &cx.caps) {
+            (Some(Base::Io(k)), caps) => match caps.get(k) {
+                Some(Some((a, cap))) if *a == axis => *cap,
+                _ => self.shapes[j][axis],
+            },
             _ => self.shapes[j][axis],
         }
     }
