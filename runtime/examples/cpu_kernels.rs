@@ -1,6 +1,6 @@
 //! Timings of the CPU kernels against the memory-bandwidth probe.
 //!
-//! `cargo run --release -p qgc-runtime --example cpu_kernels [-- --quick | --prefill | --gdn]`
+//! `cargo run --release -p qgc-runtime --example cpu_kernels [-- --quick | --prefill | --gdn | --context]`
 //!
 //! Prints GEMV GB/s (f32 and bf16 weights, decode M=1 and 4, every SIMD level) next to a plain
 //! read of the same bytes timed interleaved with it, GEMM GFLOP/s for 512×2048×2048 and the
@@ -56,6 +56,10 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     if std::env::args().any(|a| a == "--prefill") {
         prefill_bench();
+        return;
+    }
+    if std::env::args().any(|a| a == "--context") {
+        context_bench();
         return;
     }
     if std::env::args().any(|a| a == "--gdn") {
@@ -179,6 +183,24 @@ fn attention_bench() {
         let kv_bytes = (2 * nkv * cap * d * 4) as f64;
         let (gf, gb) = (4.0 * pairs * d as f64 / tm / 1e9, kv_bytes / tm / 1e9);
         println!("attention S={s} P={past}: {:.3} ms, {gf:.1} GFLOP/s, KV read {gb:.1} GB/s", tm * 1e3);
+    }
+}
+
+/// One decode step's attention at the `small` benchmark config's sizes (8 query heads, 2 kv
+/// heads, head dim 128) over caches of 512 and 8,192 tokens stored with spare capacity, as a
+/// session keeps them: what decode at a long context adds per attention layer.
+fn context_bench() {
+    let (nq, nkv, d) = (8usize, 2usize, 128usize);
+    for past in [512usize, 8192] {
+        let cap = 2 * past;
+        let (kc, vc, q) = (rand_vec(nkv * cap * d, 5), rand_vec(nkv * cap * d, 6), rand_vec(nq * d, 7));
+        let pos = [past as i32];
+        let mut out = vec![0.0f32; nq * d];
+        let dims = AttnDims { batch: 1, s: 1, q_heads: nq, kv_heads: nkv, d, dv: d, past, capacity: cap };
+        let ql = HeadLayout::dense(1, nq, d);
+        let tm = time(10, || attention(&q, ql, &kc, &vc, dims, &pos, 0.0884, None, &mut out).expect("attention"));
+        let kv_bytes = (2 * nkv * (past + 1) * d * 4) as f64;
+        println!("decode attention, {past} cached tokens: {:.3} ms, KV read {:.1} GB/s", tm * 1e3, kv_bytes / tm / 1e9);
     }
 }
 
