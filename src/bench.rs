@@ -57,10 +57,12 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let cpu = a.backend.compile(&m, loaded.raw())?;
     let compile_s = t0.elapsed().as_secs_f64();
     let vocab = m.spec.vocab_size;
-    let mut rng = Rng::new(a.seed ^ 0x5eed);
-    let tokens: Vec<i32> = (0..a.prefill).map(|_| rng.below(vocab) as i32).collect();
     let backend = crate::load::backend(&cpu, loaded.source());
     let mut s = Session::with_backend(m.program.clone(), backend, vocab, usize::MAX, 1);
+    // The whole run's context must fit before any of it is allocated.
+    s.admit_context(a.prefill.saturating_add(a.decode))?;
+    let mut rng = Rng::new(a.seed ^ 0x5eed);
+    let tokens: Vec<i32> = (0..a.prefill).map(|_| rng.below(vocab) as i32).collect();
 
     let warm = tokens.len().min(64);
     s.prefill_last(&[tokens[..warm].to_vec()])?;
@@ -89,8 +91,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     // KV bytes one decode step reads at the end of the run (the runtime keeps KV in f32).
     let context = (a.prefill + a.decode) as u64;
     let kv_read_bytes = m.spec.state_bytes(context, 4).kv_cache;
-    let dtype = match (&loaded, a.weights_dtype) {
-        (crate::load::Loaded::Checkpoint(_), _) => "checkpoint",
+    let dtype = match (loaded.is_checkpoint(), a.weights_dtype) {
+        (true, _) => "checkpoint",
         (_, WeightsDtype::Bf16) => "bf16",
         _ => "f32",
     };

@@ -163,7 +163,7 @@ impl Driver<'_> {
     }
 
     fn load(&mut self, file: &Path) -> Result<String> {
-        let bytes = std::fs::read(file).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+        let bytes = qgc_runtime::budget::read(file).map_err(|e| anyhow!("{}: {e}", file.display()))?;
         self.chat.load(&bytes, &file.display().to_string())?;
         self.warned = false;
         Ok(format!("loaded {} tokens from {}", self.chat.transcript().len(), file.display()))

@@ -7,6 +7,7 @@ use anyhow::{anyhow, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use qgc_ir::interp::{MapWeights, WeightSource};
 use qgc_ir::{LowerOptions, ModelSpec};
+use qgc_runtime::budget::{self, Reservation};
 use qgc_runtime::compiled::{CpuModel, CpuOptions};
 use qgc_runtime::generate::ThinkFilter;
 use qgc_runtime::sampling::SamplingParams;
@@ -166,8 +167,13 @@ enum WeightsPlan {
     Checkpoint(Checkpoint),
 }
 
-/// Loaded weights.
-pub enum Loaded {
+/// Loaded weights, and the memory they hold in the budget.
+pub struct Loaded {
+    kind: Kind,
+    _held: Reservation,
+}
+
+enum Kind {
     Random(MapWeights),
     RandomBf16(Bf16Weights),
     Checkpoint(Weights),
@@ -179,12 +185,17 @@ impl Loaded {
         self.raw().source()
     }
 
+    /// Whether they come from a checkpoint (not drawn).
+    pub fn is_checkpoint(&self) -> bool {
+        matches!(self.kind, Kind::Checkpoint(_))
+    }
+
     /// The weights in their stored dtype, for the compiled backend.
     pub fn raw(&self) -> &dyn RawWeights {
-        match self {
-            Loaded::Random(w) => w,
-            Loaded::RandomBf16(w) => w,
-            Loaded::Checkpoint(w) => w,
+        match &self.kind {
+            Kind::Random(w) => w,
+            Kind::RandomBf16(w) => w,
+            Kind::Checkpoint(w) => w,
         }
     }
 }
@@ -294,19 +305,28 @@ impl Opened {
         let tty = std::io::stderr().is_terminal();
         let loaded = match self.plan {
             WeightsPlan::Random => {
+                let (elem, dtype) = if bf16 { (2, "bf16") } else { (4, "f32") };
+                let what = format!("random {dtype} weights of {}", spec.name);
+                let held = budget::global().reserve(what, qgc_runtime::model::weight_bytes(spec, elem, true))?;
                 let pb = if tty { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
                 pb.set_message(format!("drawing random weights (seed {seed})"));
                 pb.enable_steady_tick(std::time::Duration::from_millis(100));
-                let w = if bf16 {
-                    Loaded::RandomBf16(Bf16Weights::random(spec, seed))
+                let kind = if bf16 {
+                    Kind::RandomBf16(Bf16Weights::random(spec, seed))
                 } else {
-                    Loaded::Random(MapWeights::random(spec, seed))
+                    Kind::Random(MapWeights::random(spec, seed))
                 };
                 pb.finish_and_clear();
-                w
+                Loaded { kind, _held: held }
             }
-            WeightsPlan::Checkpoint(ckpt) if backend == BackendKind::Cpu => Loaded::Checkpoint(Weights::new(ckpt)),
-            WeightsPlan::Checkpoint(ckpt) => Loaded::Checkpoint(load_checkpoint(ckpt, spec, tty)?),
+            WeightsPlan::Checkpoint(ckpt) if backend == BackendKind::Cpu => {
+                Loaded { kind: Kind::Checkpoint(Weights::new(ckpt)), _held: Reservation::none() }
+            }
+            WeightsPlan::Checkpoint(ckpt) => {
+                let what = format!("{}'s weights converted to f32 for the interpreter", spec.name);
+                let held = budget::global().reserve(what, qgc_runtime::model::weight_bytes(spec, 4, false))?;
+                Loaded { kind: Kind::Checkpoint(load_checkpoint(ckpt, spec, tty)?), _held: held }
+            }
         };
         Ok((self.model, loaded))
     }

@@ -27,18 +27,9 @@ pub struct LogitsArgs {
     backend: crate::load::BackendArgs,
 }
 
-/// Parses `5,17,3` into ids.
+/// Parses `5,17,3` into ids (`--tokens`).
 pub fn parse_tokens(s: &str) -> Result<Vec<i32>> {
-    let ids = s
-        .split(',')
-        .map(|t| t.trim())
-        .filter(|t| !t.is_empty())
-        .map(|t| t.parse::<i32>().map_err(|_| anyhow!("--tokens: {t:?} is not a token id")))
-        .collect::<Result<Vec<_>>>()?;
-    if ids.is_empty() {
-        bail!("--tokens: no token ids given");
-    }
-    Ok(ids)
+    qgc_runtime::tokenizer::parse_tokens(s).map_err(|e| anyhow!(e))
 }
 
 pub fn run(a: &LogitsArgs) -> Result<()> {
@@ -72,6 +63,9 @@ pub fn run(a: &LogitsArgs) -> Result<()> {
     let w = Weights::new(ckpt);
     let cpu = a.backend.compile(&m, &w)?;
     let mut s = Session::with_backend(m.program, crate::load::backend(&cpu, &w), vocab, usize::MAX, 1);
+    s.admit_context(tokens.len())?;
+    let rows_bytes = (tokens.len() as u64).checked_mul(vocab as u64).and_then(|n| n.checked_mul(4));
+    qgc_runtime::budget::global().admit(format!("logits of {} tokens", tokens.len()), rows_bytes)?;
     let mut rows: Vec<f32> = Vec::with_capacity(tokens.len() * vocab);
     if prefill > 0 {
         let l = s.prefill(&[tokens[..prefill].to_vec()]).context("prefill")?;

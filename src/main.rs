@@ -20,6 +20,11 @@ use std::time::Instant;
 #[derive(Parser)]
 #[command(name = "qgc", version, about = "A model-graph compiler for hybrid Gated DeltaNet / gated attention LLMs")]
 struct Cli {
+    /// Memory qgc may allocate (e.g. 8GiB, 512MiB, 24G); default: what the machine has
+    /// available. Anything sized from the model or the request is refused, with a named
+    /// error, when it would not fit.
+    #[arg(long, global = true, value_name = "SIZE", value_parser = qgc_runtime::budget::parse_size)]
+    memory_limit: Option<u64>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -125,6 +130,7 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    qgc_runtime::budget::set_limit(cli.memory_limit);
     match cli.cmd {
         Cmd::Compile { model, out, context, lower, dump_after, dump_all } => {
             compile(&model, &out, context, &lower.options(), &Dumps { after: dump_after, dir: dump_all })
@@ -137,6 +143,7 @@ fn run(cli: Cli) -> Result<()> {
                 Some(c) => c.clone(),
                 None => compile_program(&m.program, &mut |_, _| {})?.0,
             };
+            qgc_runtime::model::admit_one_step(&m.spec, &compiled)?;
             if json {
                 println!("{}", summary::json(&m.spec, &compiled, context));
                 return Ok(());
@@ -184,6 +191,7 @@ fn compile(model: &Path, out: &Path, context: u64, options: &LowerOptions, dumps
         bail!("{}: is already a compiled artifact", model.display());
     }
     let (compiled, reports, dumped) = run_passes(&m.program, dumps)?;
+    qgc_runtime::model::admit_one_step(&m.spec, &compiled)?;
     let art = Artifact::new(m.spec, m.options, m.program, compiled);
     art.write(out)?;
     print!("{}", summary::render(&art.spec, &art.program, context));

@@ -106,7 +106,7 @@ impl Prompts {
 }
 
 fn read_text(f: &Path) -> Result<String> {
-    std::fs::read_to_string(f).map_err(|e| anyhow!("{}: {e}", f.display()))
+    qgc_runtime::budget::read_to_string(f).map_err(|e| anyhow!("{}: {e}", f.display()))
 }
 
 pub fn run(a: &RunArgs) -> Result<()> {

@@ -19,20 +19,9 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// `805306368` → `768.0 MiB`.
+/// `805306368` → `768.0 MiB` (the budget's format, so sizes read alike everywhere).
 pub fn bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
+    qgc_runtime::budget::human(n)
 }
 
 /// One letter per layer: `L` Gated DeltaNet, `A` gated attention; lower case = dense FFN.

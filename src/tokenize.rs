@@ -51,7 +51,7 @@ pub struct DetokenizeArgs {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| path.display().to_string())
+    qgc_runtime::budget::read(path).with_context(|| path.display().to_string())
 }
 
 pub fn tokenize(a: &TokenizeArgs) -> Result<()> {
@@ -83,24 +83,7 @@ pub fn tokenize(a: &TokenizeArgs) -> Result<()> {
 
 /// Parses ids separated by commas and/or whitespace; `what` names the source in errors.
 pub fn parse_ids(s: &str, what: &str) -> Result<Vec<u32>> {
-    let fields: Vec<&str> = s.split(',').map(str::trim).collect();
-    if fields.iter().all(|f| f.is_empty()) {
-        bail!("{what}: no token ids given");
-    }
-    let mut ids = Vec::new();
-    for (i, f) in fields.iter().enumerate() {
-        // Tolerate one trailing comma; every other field must hold ids.
-        if f.is_empty() && i + 1 == fields.len() {
-            continue;
-        }
-        if f.is_empty() {
-            bail!("{what}: \"\" is not a token id");
-        }
-        for t in f.split_whitespace() {
-            ids.push(t.parse::<u32>().map_err(|_| anyhow!("{what}: {t:?} is not a token id"))?);
-        }
-    }
-    Ok(ids)
+    qgc_runtime::tokenizer::parse_ids(s, what).map_err(|e| anyhow!(e))
 }
 
 pub fn detokenize(a: &DetokenizeArgs) -> Result<()> {

@@ -131,6 +131,24 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// An artifact file around `payload` (the JSON document): magic, format version, length,
+/// payload, SHA-256 of the payload.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + payload.len() + 32);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&Sha256::digest(payload));
+    out
+}
+
+/// The payload of a well-framed artifact file (no check of its checksum or contents).
+pub fn payload(bytes: &[u8]) -> Option<&[u8]> {
+    let len = u64::from_le_bytes(bytes.get(12..HEADER)?.try_into().ok()?);
+    bytes.get(HEADER..HEADER.checked_add(usize::try_from(len).ok()?)?)
+}
+
 impl Artifact {
     /// Packs a lowered program and its compiled form.
     pub fn new(spec: ModelSpec, options: LowerOptions, program: Program, compiled: CompiledProgram) -> Artifact {
@@ -146,14 +164,7 @@ impl Artifact {
 
     /// The file bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let payload = serde_json::to_vec(self).expect("artifact serialises");
-        let mut out = Vec::with_capacity(HEADER + payload.len() + 32);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        out.extend_from_slice(&payload);
-        out.extend_from_slice(&Sha256::digest(&payload));
-        out
+        frame(&serde_json::to_vec(self).expect("artifact serialises"))
     }
 
     /// Parses and checks file bytes; `path` is only used in messages.

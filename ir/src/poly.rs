@@ -2,7 +2,8 @@
 //!
 //! A [`Dim`] is linear in `B`, `S`, `P`; a tensor's element count is a product of dims and so a
 //! polynomial, e.g. `8192·B·S` bytes for an f32 `[B,S,2048]`. [`Poly`] is such a polynomial with
-//! non-negative integer coefficients. Because every coefficient is non-negative and the symbols
+//! non-negative integer coefficients (saturating at `u64::MAX`: a size that large is refused
+//! before anything is allocated, see `runtime::budget`). Because every coefficient is non-negative and the symbols
 //! are non-negative, the coefficient-wise order ([`Poly::le`], also `PartialOrd`) implies the
 //! value order under every binding: `a <= b` ⇒ `a.eval(x) <= b.eval(x)` for all `x`. That is what
 //! lets a memory plan reason about sizes once for every call shape.
@@ -92,7 +93,7 @@ impl Poly {
 
     /// `self + o`.
     pub fn add(&self, o: &Poly) -> Poly {
-        self.merge(o, |a, b| a + b)
+        self.merge(o, u64::saturating_add)
     }
 
     /// Coefficient-wise maximum: the least polynomial that is `>=` both (a slot that must hold
@@ -107,7 +108,7 @@ impl Poly {
         for (ma, ca) in &self.terms {
             for (mb, cb) in &o.terms {
                 let m = [ma[0] + mb[0], ma[1] + mb[1], ma[2] + mb[2]];
-                out = out.add(&Poly::term(m, ca * cb));
+                out = out.add(&Poly::term(m, ca.saturating_mul(*cb)));
             }
         }
         out
@@ -118,18 +119,31 @@ impl Poly {
         if k == 0 {
             return Poly::zero();
         }
-        Poly { terms: self.terms.iter().map(|&(m, c)| (m, c * k)).collect() }
+        Poly { terms: self.terms.iter().map(|&(m, c)| (m, c.saturating_mul(k))).collect() }
     }
 
     /// Every coefficient rounded up to a multiple of `a`: ≥ `self` under every binding, and a
     /// multiple of `a` under every binding (so sums of aligned sizes are aligned offsets).
     pub fn align_up(&self, a: u64) -> Poly {
-        Poly { terms: self.terms.iter().map(|&(m, c)| (m, c.div_ceil(a) * a)).collect() }
+        Poly { terms: self.terms.iter().map(|&(m, c)| (m, c.div_ceil(a).saturating_mul(a))).collect() }
     }
 
     /// Coefficient-wise `self <= o`, which implies `self.eval(x) <= o.eval(x)` for every binding.
     pub fn le(&self, o: &Poly) -> bool {
         self.terms.iter().all(|&(m, c)| c <= o.coeff(m))
+    }
+
+    /// Value under concrete bindings, `None` when it does not fit in 64 bits (coefficients are
+    /// saturating: a saturated one counts as an overflow).
+    pub fn checked_eval(&self, b: &Bindings) -> Option<u64> {
+        let vals = [b.b as u64, b.s as u64, b.p as u64];
+        self.terms.iter().try_fold(0u64, |acc, &(m, c)| {
+            if c == u64::MAX {
+                return None;
+            }
+            let t = (0..3).try_fold(c, |t, i| t.checked_mul(vals[i].checked_pow(u32::from(m[i]))?))?;
+            acc.checked_add(t)
+        })
     }
 
     /// Value under concrete bindings (saturating at `u64::MAX`).

@@ -186,6 +186,8 @@ pub fn generate(
     if prompts.is_empty() || prompts.iter().any(|p| p.is_empty()) {
         return Err(GenerateError::Input("every prompt needs at least one token".into()));
     }
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    session.admit_context(longest.saturating_add(cfg.max_new_tokens).min(cfg.max_positions.max(longest)))?;
     let t0 = Instant::now();
     let logits = session.prefill_last(prompts)?;
     let prefill_s = t0.elapsed().as_secs_f64();
@@ -213,6 +215,8 @@ pub fn generate_from_logits(
     if contexts.is_empty() || contexts.iter().any(|p| p.is_empty()) || contexts.len() != logits.len() {
         return Err(GenerateError::Input("every sequence needs at least one token and its logits".into()));
     }
+    let end = session.position().saturating_add(cfg.max_new_tokens).min(cfg.max_positions.max(session.position()));
+    session.admit_context(end)?;
     let mut seqs: Vec<Seq> = contexts
         .iter()
         .map(|p| Seq {

@@ -2,9 +2,11 @@
 //! ([`weights`]), and sessions that hold per-sequence state and run the entry points
 //! ([`session`]).
 
+pub mod budget;
 pub mod chat;
 pub mod compiled;
 pub mod cpu;
+pub mod fuzz;
 pub mod generate;
 pub mod model;
 pub mod sampling;

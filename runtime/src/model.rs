@@ -109,14 +109,14 @@ pub fn open_model(path: &Path, options: &LowerOptions) -> Result<Model, ModelErr
         if !config.is_file() {
             return Err(not_a_model("directory has no config.json (expected an HF model directory)"));
         }
-        let text = std::fs::read_to_string(&config).map_err(io(&config))?;
+        let text = crate::budget::read_to_string(&config).map_err(io(&config))?;
         let names = crate::weights::Checkpoint::open(path).ok().map(|c| c.names());
         let spec = import(&config, &text, names.as_deref())?;
         let mut m = lowered(spec, options, ModelKind::HfDir, &shown)?;
         m.hf_dir = Some(path.to_path_buf());
         return Ok(m);
     }
-    let bytes = std::fs::read(path).map_err(io(path))?;
+    let bytes = crate::budget::read(path).map_err(io(path))?;
     if Artifact::sniff(&bytes) {
         let art = Artifact::from_bytes(&bytes, &shown)?;
         return Ok(Model {
@@ -148,4 +148,27 @@ fn import(config: &Path, text: &str, names: Option<&[String]>) -> Result<ModelSp
 fn lowered(spec: ModelSpec, options: &LowerOptions, kind: ModelKind, path: &str) -> Result<Model, ModelError> {
     let program = qgc_ir::lower(&spec, options).map_err(|source| ModelError::Lower { path: path.into(), source })?;
     Ok(Model { spec, options: *options, program, compiled: None, kind, hf_dir: None })
+}
+
+/// Bytes of every weight of `spec` at `elem` bytes each (with the MTP block's when `mtp`), in
+/// checked arithmetic (`None` on overflow): what drawing random weights or converting a
+/// checkpoint to f32 is admitted against.
+pub fn weight_bytes(spec: &ModelSpec, elem: u64, mtp: bool) -> Option<u64> {
+    (spec.tensors().iter().filter(|d| mtp || !d.mtp))
+        .try_fold(0u64, |acc, d| acc.checked_add(crate::budget::bytes_of(&d.shape, elem)?))
+}
+
+/// Refuses a model whose smallest call — one decode step of one sequence with one token in its
+/// state — cannot fit in the memory budget (its arena plus that state): nothing of it could
+/// run here. Sizes in checked arithmetic.
+pub fn admit_one_step(spec: &ModelSpec, c: &CompiledProgram) -> Result<(), crate::budget::BudgetError> {
+    let bind = qgc_ir::Bindings { b: 1, s: 1, p: 1 };
+    let Some(decode) = c.entry(qgc_codegen::compile::Entry::Decode) else { return Ok(()) };
+    let arena = decode.schedule.arena_bytes.checked_eval(&bind);
+    let state = (c.state.iter())
+        .map(|d| crate::budget::bytes_of(&d.ty.eval(&bind), d.ty.dtype.size() as u64))
+        .try_fold(0u64, |acc, b| acc.checked_add(b?));
+    let need = arena.zip(state).and_then(|(a, s)| a.checked_add(s));
+    crate::budget::global().admit(format!("one decode step of {} (activations and state)", spec.name), need)?;
+    Ok(())
 }

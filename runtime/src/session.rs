@@ -3,6 +3,7 @@
 //! (sequences of different lengths, left-padded) and `decode` (one token per sequence); with an
 //! MTP block also `mtp_draft`, which runs the draft entry point over its own KV cache.
 
+use crate::budget::Reservation;
 use crate::compiled::{CompiledError, CpuModel, Entry};
 use crate::tensor::{StateTensor, Tensor};
 use qgc_ir::interp::{self, InterpError, WeightSource};
@@ -22,6 +23,9 @@ pub enum SessionError {
     /// positions, out-of-vocabulary tokens, no MTP block.
     #[error("{0}")]
     Input(String),
+    /// The state (or what the call needs) does not fit in the memory budget.
+    #[error(transparent)]
+    Budget(#[from] crate::budget::BudgetError),
     /// An earlier call failed while updating the state in place; the session must be reset.
     #[error("the session's state was lost when an earlier call failed; reset it")]
     Poisoned,
@@ -84,6 +88,8 @@ pub struct Session<'w> {
     mtp_state: BTreeMap<String, StateTensor>,
     /// A call failed after updating state in place: everything but [`Session::reset`] refuses.
     poisoned: bool,
+    /// What the state tensors hold in the memory budget (both maps).
+    held: Reservation,
 }
 
 pub use crate::tensor::grow_axis;
@@ -91,6 +97,24 @@ pub use crate::tensor::grow_axis;
 fn zero_state(decls: &[StateDecl], batch: usize) -> BTreeMap<String, StateTensor> {
     let bind = Bindings { b: batch, s: 0, p: 0 };
     decls.iter().map(|d| (d.name.clone(), StateTensor::zeros(d.ty.eval(&bind), grow_axis(&d.ty)))).collect()
+}
+
+/// Bytes the state of `decls` holds once it has room for `len` entries: the tensors of
+/// `current` grown, or fresh zero state when `current` is empty (checked).
+fn state_bytes_after(
+    decls: &[StateDecl],
+    current: &BTreeMap<String, StateTensor>,
+    batch: usize,
+    len: usize,
+) -> Option<u64> {
+    let bind = Bindings { b: batch, s: 0, p: 0 };
+    decls.iter().try_fold(0u64, |acc, d| {
+        let b = match current.get(&d.name) {
+            Some(t) => t.bytes_with(t.axis().map_or(0, |_| t.capacity_after(len)))?,
+            None => crate::tensor::state_bytes(&d.ty.eval(&bind), grow_axis(&d.ty), len)?,
+        };
+        acc.checked_add(b)
+    })
 }
 
 impl<'w> Session<'w> {
@@ -132,20 +156,58 @@ impl<'w> Session<'w> {
             mtp_past: 0,
             mtp_state: BTreeMap::new(),
             poisoned: false,
+            held: Reservation::none(),
         };
         s.reset();
         s
     }
 
     /// Forget every token: zero state (main model and MTP block), both at position 0, no padding.
+    /// (State buffers are allocated by the first call, within the memory budget.)
     pub fn reset(&mut self) {
         self.past = 0;
         self.pad = vec![0; self.batch];
-        self.state = zero_state(&self.program.state, self.batch);
+        self.state = BTreeMap::new();
         self.hidden = None;
         self.mtp_past = 0;
-        self.mtp_state = zero_state(&self.program.mtp_state, self.batch);
+        self.mtp_state = BTreeMap::new();
         self.poisoned = false;
+        let _ = self.held.resize("", Some(0));
+    }
+
+    /// Admits and allocates the state a call that grows the main state to `len` entries (MTP:
+    /// `mtp`) needs; nothing changes when it does not fit.
+    fn make_room(&mut self, mtp: bool, len: usize) -> Result<(), SessionError> {
+        let (b, p) = (self.batch, &self.program);
+        let main = if mtp { self.past } else { len };
+        let draft = if mtp { len } else { self.mtp_past };
+        let total = state_bytes_after(&p.state, &self.state, b, main)
+            .zip(state_bytes_after(&p.mtp_state, &self.mtp_state, b, draft))
+            .and_then(|(x, y)| x.checked_add(y));
+        let what = format!("the decode state of {b} sequence(s) at {} tokens", main.max(draft));
+        self.held.resize(what, total.map(|t| t.max(self.held.bytes())))?;
+        if self.state.is_empty() {
+            self.state = zero_state(&p.state, b);
+        }
+        if self.mtp_state.is_empty() {
+            self.mtp_state = zero_state(&p.mtp_state, b);
+        }
+        Ok(())
+    }
+
+    /// Checks, holding nothing, that the state of this session's sequences fits the memory
+    /// budget once they are `len` tokens long (KV grows with the context, conv and recurrent
+    /// state do not; the MTP block's cache too when the model has one). Callers that know how
+    /// far they will go (a prompt plus its `max_new_tokens`, a benchmark's context) call it
+    /// before any work, so a run that cannot finish is refused at the start, not midway.
+    pub fn admit_context(&self, len: usize) -> Result<(), SessionError> {
+        let (b, p) = (self.batch, &self.program);
+        let none = BTreeMap::new();
+        let mtp = if p.mtp.is_some() { state_bytes_after(&p.mtp_state, &none, b, len) } else { Some(0) };
+        let need = state_bytes_after(&p.state, &none, b, len).zip(mtp).and_then(|(x, y)| x.checked_add(y));
+        let what = format!("the decode state of {b} sequence(s) at {len} tokens");
+        crate::budget::global().admit(what, need.map(|n| n.saturating_sub(self.held.bytes())))?;
+        Ok(())
     }
 
     /// Cache slots per row, padding included: the tokens consumed by the longest sequence. Equal
@@ -167,7 +229,7 @@ impl<'w> Session<'w> {
 
     /// The current state tensors, by `state.*` name (dense copies).
     pub fn state(&self) -> BTreeMap<String, Tensor> {
-        self.state.iter().map(|(n, t)| (n.clone(), t.dense())).collect()
+        dense_state(&self.program.state, &self.state, self.batch)
     }
 
     /// Replaces everything the session carries between calls with `saved` (what
@@ -208,6 +270,12 @@ impl<'w> Session<'w> {
         };
         check(&self.program.state, &saved.state, saved.position).or_else(bad)?;
         check(&self.program.mtp_state, &saved.mtp_state, saved.mtp_position).or_else(bad)?;
+        let b = self.batch;
+        let room = |decls: &[StateDecl], len| state_bytes_after(decls, &BTreeMap::new(), b, len);
+        let total = room(&self.program.state, saved.position)
+            .zip(room(&self.program.mtp_state, saved.mtp_position))
+            .and_then(|(x, y)| x.checked_add(y));
+        self.held.resize(format!("the decode state of {b} sequence(s) being restored"), total)?;
         let load = |decls: &[StateDecl], got: &BTreeMap<String, Tensor>| {
             decls.iter().map(|d| (d.name.clone(), StateTensor::from_dense(&got[&d.name], grow_axis(&d.ty)))).collect()
         };
@@ -240,7 +308,7 @@ impl<'w> Session<'w> {
 
     /// The current MTP state tensors (`state.mtp{j}.{k,v}`, dense copies).
     pub fn mtp_state(&self) -> BTreeMap<String, Tensor> {
-        self.mtp_state.iter().map(|(n, t)| (n.clone(), t.dense())).collect()
+        dense_state(&self.program.mtp_state, &self.mtp_state, self.batch)
     }
 
     /// Feeds `tokens[b]` (all the same length ≥ 1) through the prefill entry point, continuing
@@ -332,14 +400,16 @@ impl<'w> Session<'w> {
     /// padding slots are padding here too. Returns draft logits `[B, S, vocab]` (predicting
     /// x_{i+2}) and the MTP hidden `[B, S, H]`.
     pub fn mtp_draft(&mut self, hidden: &Tensor, next_tokens: &[Vec<i32>]) -> Result<(Tensor, Tensor), SessionError> {
-        let Some(g) = self.program.mtp.as_ref() else {
+        if self.program.mtp.is_none() {
             return Err(SessionError::Input("the model has no MTP block".into()));
-        };
+        }
         let s = next_tokens.first().map(|t| t.len()).unwrap_or(0);
         self.check(next_tokens, s, self.mtp_past)?;
         let mut extra = self.ids(next_tokens, s, self.mtp_past);
         extra.push(("hidden", hidden.clone()));
         let bind = Bindings { b: self.batch, s, p: self.mtp_past };
+        self.make_room(true, self.mtp_past + s)?;
+        let g = self.program.mtp.as_ref().expect("checked above");
         let r = step(self.backend, (Entry::Mtp, g), &bind, &mut self.mtp_state, extra);
         let mut out = self.poison_on(r)?;
         self.mtp_past += s;
@@ -365,6 +435,7 @@ impl<'w> Session<'w> {
         self.check(tokens, s, self.past)?;
         let bind = Bindings { b: self.batch, s, p: self.past };
         let extra = self.ids(tokens, s, self.past);
+        self.make_room(false, self.past + s)?;
         let g = match entry {
             Entry::Decode => &self.program.decode,
             Entry::PrefillHidden => self.prefill_hidden.as_ref().unwrap_or(&self.program.prefill),
@@ -421,6 +492,14 @@ impl<'w> Session<'w> {
     }
 }
 
+/// Dense copies of `state`, or zero state of `decls` at position 0 before the first call.
+fn dense_state(decls: &[StateDecl], state: &BTreeMap<String, StateTensor>, batch: usize) -> BTreeMap<String, Tensor> {
+    if state.is_empty() {
+        return zero_state(decls, batch).into_iter().map(|(n, t)| (n, t.dense())).collect();
+    }
+    state.iter().map(|(n, t)| (n.clone(), t.dense())).collect()
+}
+
 /// Left-padded rows, their length, and the padding before padding them.
 type Padded = (Vec<Vec<i32>>, usize, Vec<usize>);
 
@@ -456,6 +535,9 @@ fn step(
 ) -> Result<BTreeMap<String, Tensor>, SessionError> {
     match backend {
         Backend::Interp(w) => {
+            let what =
+                format!("the interpreter's values for {} at B={},S={},P={}", entry.name(), bind.b, bind.s, bind.p);
+            crate::budget::global().admit(what, interp::peak_bytes(g, bind))?;
             let mut inputs: BTreeMap<String, interp::Tensor> =
                 state.iter().map(|(n, t)| (n.clone(), t.dense().into())).collect();
             inputs.extend(extra.into_iter().map(|(n, t)| (n.to_string(), t.into())));

@@ -171,6 +171,26 @@ pub fn grow_axis(ty: &TensorType) -> Option<usize> {
 /// Smallest capacity a growing state is given.
 pub const MIN_CAPACITY: usize = 256;
 
+/// The capacity a growing buffer of `capacity` entries takes to hold `len`: unchanged when it
+/// fits, else doubled (at least `len`, at least [`MIN_CAPACITY`]).
+pub fn grown(capacity: usize, len: usize) -> usize {
+    if len <= capacity {
+        capacity
+    } else {
+        len.max(capacity.saturating_mul(2)).max(MIN_CAPACITY)
+    }
+}
+
+/// Bytes of zero state of logical `shape` growing along `axis`, once it holds `len` entries
+/// there (checked).
+pub fn state_bytes(shape: &[usize], axis: Option<usize>, len: usize) -> Option<u64> {
+    let mut p = shape.to_vec();
+    if let Some(a) = axis {
+        p[a] = grown(shape[a].max(MIN_CAPACITY), len);
+    }
+    crate::budget::bytes_of(&p, 4)
+}
+
 impl StateTensor {
     /// Zeros of logical `shape`, growing along `axis` (with room for [`MIN_CAPACITY`] entries).
     pub fn zeros(shape: Vec<usize>, axis: Option<usize>) -> StateTensor {
@@ -238,6 +258,20 @@ impl StateTensor {
         &mut self.data
     }
 
+    /// The capacity [`StateTensor::reserve`]`(len)` leaves.
+    pub fn capacity_after(&self, len: usize) -> usize {
+        grown(self.capacity, len)
+    }
+
+    /// Bytes of the buffer with `capacity` entries along the growing axis (checked).
+    pub fn bytes_with(&self, capacity: usize) -> Option<u64> {
+        let mut p = self.shape.clone();
+        if let Some(a) = self.axis {
+            p[a] = capacity;
+        }
+        crate::budget::bytes_of(&p, 4)
+    }
+
     /// Makes room for `len` entries along the growing axis (doubling; contents kept).
     pub fn reserve(&mut self, len: usize) {
         let Some(a) = self.axis else { return };
@@ -245,7 +279,7 @@ impl StateTensor {
             return;
         }
         let dense = self.dense();
-        self.capacity = len.max(self.capacity * 2).max(MIN_CAPACITY);
+        self.capacity = grown(self.capacity, len);
         self.data = vec![0.0; self.physical_len()];
         self.copy_rows_from(dense.as_f32().unwrap_or_default(), dense.shape.clone());
         debug_assert_eq!(self.shape[a], dense.shape[a]);

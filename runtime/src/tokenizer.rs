@@ -48,9 +48,69 @@ pub enum TokenizerError {
         /// The path.
         path: String,
     },
+    /// The tokenizer file is not one qgc takes (not JSON, or the crate failed on it).
+    #[error("{path}: not a valid tokenizer.json: {why}")]
+    Invalid {
+        /// File.
+        path: String,
+        /// Why.
+        why: String,
+    },
     /// Encoding or decoding failed.
     #[error(transparent)]
     Codec(tokenizers::Error),
+    /// The `tokenizers` crate panicked (caught at the boundary).
+    #[error("the tokenizer failed: {0}")]
+    Panicked(String),
+    /// The text does not fit in the memory budget.
+    #[error(transparent)]
+    Budget(#[from] crate::budget::BudgetError),
+}
+
+/// Runs `f`, turning a panic inside it (a dependency's broken invariant on hostile input) into
+/// its message.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        p.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
+    })
+}
+
+/// The longest `padding`/`truncation` length a tokenizer.json may state (2^24 tokens).
+pub const MAX_SECTION_LENGTH: usize = 1 << 24;
+
+/// Validates the `padding` and `truncation` sections qgc drops (it pads batches itself and never
+/// truncates): each must be what the `tokenizers` crate would read, with lengths of at most
+/// [`MAX_SECTION_LENGTH`]. A file stating a length of 10^15 is broken or hostile — that crate
+/// would allocate it or overflow — so it is refused, naming the field, rather than ignored.
+fn check_unused_sections(
+    padding: Option<serde_json::Value>,
+    truncation: Option<serde_json::Value>,
+) -> Result<(), String> {
+    use tokenizers::utils::padding::{PaddingParams, PaddingStrategy};
+    use tokenizers::utils::truncation::TruncationParams;
+    let too_long = |field: &str, n: usize| {
+        format!("{field} is {n}, more than the {MAX_SECTION_LENGTH} tokens qgc accepts (qgc pads batches itself and ignores this section; remove it)")
+    };
+    if let Some(p) = padding {
+        let p: PaddingParams = serde_json::from_value(p).map_err(|e| format!("padding: {e}"))?;
+        if let PaddingStrategy::Fixed(n) = p.strategy {
+            (n <= MAX_SECTION_LENGTH).then_some(()).ok_or_else(|| too_long("padding.strategy.Fixed", n))?;
+        }
+        if let Some(m) = p.pad_to_multiple_of {
+            (m <= MAX_SECTION_LENGTH).then_some(()).ok_or_else(|| too_long("padding.pad_to_multiple_of", m))?;
+        }
+    }
+    if let Some(t) = truncation {
+        let t: TruncationParams = serde_json::from_value(t).map_err(|e| format!("truncation: {e}"))?;
+        (t.max_length <= MAX_SECTION_LENGTH)
+            .then_some(())
+            .ok_or_else(|| too_long("truncation.max_length", t.max_length))?;
+        (t.stride <= MAX_SECTION_LENGTH).then_some(()).ok_or_else(|| too_long("truncation.stride", t.stride))?;
+    }
+    Ok(())
 }
 
 /// A loaded tokenizer.
@@ -74,14 +134,33 @@ impl Tokenizer {
 
     /// Loads a `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Tokenizer, TokenizerError> {
-        let bytes =
-            std::fs::read(path).map_err(|source| TokenizerError::Read { path: path.display().to_string(), source })?;
+        let bytes = crate::budget::read(path)
+            .map_err(|source| TokenizerError::Read { path: path.display().to_string(), source })?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }
 
     /// Parses `tokenizer.json` bytes; `origin` names them in errors.
+    ///
+    /// The file's `padding` and `truncation` sections are validated (see
+    /// [`MAX_SECTION_LENGTH`]) and dropped before the `tokenizers` crate sees them: qgc pads
+    /// batches itself and never truncates, and a hostile `padding` length makes that crate
+    /// allocate without bound or panic. Any panic the crate still raises while parsing is caught
+    /// and reported as an error here.
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Tokenizer, TokenizerError> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes)
+        let bad = |why: String| TokenizerError::Invalid { path: origin.to_string(), why };
+        // Only a file with a padding or truncation section is rewritten (so every other file's
+        // errors keep their positions); one that is not JSON goes to the crate as it is.
+        let mut text = Cow::Borrowed(bytes);
+        if let Ok(serde_json::Value::Object(mut o)) = serde_json::from_slice::<serde_json::Value>(bytes) {
+            let padding = o.remove("padding").filter(|v| !v.is_null());
+            let truncation = o.remove("truncation").filter(|v| !v.is_null());
+            if padding.is_some() || truncation.is_some() {
+                check_unused_sections(padding, truncation).map_err(bad)?;
+                text = Cow::Owned(serde_json::Value::Object(o).to_string().into_bytes());
+            }
+        }
+        let inner = guarded(|| tokenizers::Tokenizer::from_bytes(&text))
+            .map_err(|panic| bad(format!("the tokenizers crate failed on it: {panic}")))?
             .map_err(|source| TokenizerError::Parse { path: origin.to_string(), source })?;
         let nfc = matches!(inner.get_normalizer(), Some(tokenizers::NormalizerWrapper::NFC(_)));
         Ok(Tokenizer { inner, nfc })
@@ -134,7 +213,13 @@ impl Tokenizer {
         } else {
             Cow::Borrowed(text)
         };
-        let enc = self.inner.encode(text.as_ref(), false).map_err(TokenizerError::Codec)?;
+        // What encoding holds: per byte of text at most one token with its ids, offsets, type ids,
+        // masks and word ids (~64 bytes) — admitted before the crate allocates it.
+        let need = (text.len() as u64).checked_mul(64);
+        crate::budget::global().admit(format!("encoding {} bytes of text", text.len()), need)?;
+        let enc = guarded(|| self.inner.encode(text.as_ref(), false))
+            .map_err(TokenizerError::Panicked)?
+            .map_err(TokenizerError::Codec)?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -143,7 +228,7 @@ impl Tokenizer {
     /// not have (a model's padded vocabulary rows) are skipped, as in `tokenizers`; callers that
     /// must reject them check [`Tokenizer::id_token`] first, as `qgc detokenize` does.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        self.inner.decode(ids, false).map_err(TokenizerError::Codec)
+        guarded(|| self.inner.decode(ids, false)).map_err(TokenizerError::Panicked)?.map_err(TokenizerError::Codec)
     }
 
     /// One more than the largest id the tokenizer can produce (added tokens included).
@@ -160,4 +245,41 @@ impl Tokenizer {
     pub fn id_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }
+}
+
+/// Parses `5,17,3` into ids (`--tokens`): comma-separated, empty fields skipped.
+pub fn parse_tokens(s: &str) -> Result<Vec<i32>, String> {
+    let ids = s
+        .split(',')
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<i32>().map_err(|_| format!("--tokens: {t:?} is not a token id")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if ids.is_empty() {
+        return Err("--tokens: no token ids given".into());
+    }
+    Ok(ids)
+}
+
+/// Parses ids separated by commas and/or whitespace (`qgc detokenize`); `what` names the source
+/// in errors.
+pub fn parse_ids(s: &str, what: &str) -> Result<Vec<u32>, String> {
+    let fields: Vec<&str> = s.split(',').map(str::trim).collect();
+    if fields.iter().all(|f| f.is_empty()) {
+        return Err(format!("{what}: no token ids given"));
+    }
+    let mut ids = Vec::new();
+    for (i, f) in fields.iter().enumerate() {
+        // Tolerate one trailing comma; every other field must hold ids.
+        if f.is_empty() && i + 1 == fields.len() {
+            continue;
+        }
+        if f.is_empty() {
+            return Err(format!("{what}: \"\" is not a token id"));
+        }
+        for t in f.split_whitespace() {
+            ids.push(t.parse::<u32>().map_err(|_| format!("{what}: {t:?} is not a token id"))?);
+        }
+    }
+    Ok(ids)
 }

@@ -195,6 +195,30 @@ pub fn run(
     Ok(outs.into_iter().map(|(n, t)| (n, Arc::try_unwrap(t).unwrap_or_else(|t| (*t).clone()))).collect())
 }
 
+/// The most bytes [`run`] holds at once for `g` under `bind`: every value from the node that
+/// makes it to its last use (4 bytes an element; weights are the source's, not counted), in
+/// checked arithmetic — `None` when it overflows. What a caller admits before running.
+pub fn peak_bytes(g: &Graph, bind: &Bindings) -> Option<u64> {
+    let last = last_uses(g);
+    let bytes = |ty: &TensorType| ty.eval(bind).iter().try_fold(4u64, |acc, &d| acc.checked_mul(d as u64));
+    let (mut live, mut peak) = (0u64, 0u64);
+    for (i, node) in g.nodes.iter().enumerate() {
+        if !matches!(node.op, Op::Weight { .. }) {
+            for ty in &node.outputs {
+                live = live.checked_add(bytes(ty)?)?;
+            }
+        }
+        peak = peak.max(live);
+        let own = (0..node.outputs.len()).map(|index| Value { node: i, index });
+        for v in node.inputs.iter().copied().chain(own) {
+            if last.get(&v) == Some(&i) && !matches!(g.nodes[v.node].op, Op::Weight { .. }) {
+                live = live.saturating_sub(bytes(&g.nodes[v.node].outputs[v.index])?);
+            }
+        }
+    }
+    Some(peak)
+}
+
 /// Evaluates one op on concrete operands (`Input`/`Weight` excepted) and returns its results.
 /// `bind` resolves symbolic dims in op attributes (`Reshape`). Errors describe the bad operand.
 pub fn eval_op(op: &Op, ins: &[&Tensor], bind: &Bindings) -> Result<Vec<Tensor>, String> {

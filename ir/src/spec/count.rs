@@ -28,9 +28,9 @@ pub struct StateBytes {
 }
 
 impl StateBytes {
-    /// Sum of all parts.
+    /// Sum of all parts (saturating).
     pub fn total(&self) -> u64 {
-        self.kv_cache + self.conv + self.recurrent
+        self.kv_cache.saturating_add(self.conv).saturating_add(self.recurrent)
     }
 }
 
@@ -47,17 +47,19 @@ impl ModelSpec {
         };
         for t in self.tensors() {
             let n = t.numel() as u64;
+            // Saturating throughout: counts of a model too big for any machine stay ordered
+            // and printable; the memory budget is what refuses it.
             if t.mtp {
-                c.mtp += n;
+                c.mtp = c.mtp.saturating_add(n);
                 continue;
             }
-            c.total += n;
+            c.total = c.total.saturating_add(n);
             if t.name == "model.embed_tokens.weight" || t.name == "lm_head.weight" {
-                c.embedding += n;
+                c.embedding = c.embedding.saturating_add(n);
             } else if t.role == TensorRole::Plain {
-                c.active_non_embedding += n;
+                c.active_non_embedding = c.active_non_embedding.saturating_add(n);
             } else if let Some((k, e)) = top_k_of(&t.name) {
-                c.active_non_embedding += n / e * k;
+                c.active_non_embedding = c.active_non_embedding.saturating_add((n / e.max(1)).saturating_mul(k));
             }
         }
         c
@@ -69,17 +71,25 @@ impl ModelSpec {
         let mut s = StateBytes { kv_cache: 0, conv: 0, recurrent: 0 };
         for layer in &self.layers {
             match &layer.mixer {
+                // Saturating, as for parameter counts.
                 MixerSpec::GatedAttention(a) => {
-                    s.kv_cache += 2 * (a.num_kv_heads * a.head_dim) as u64 * context * elem_bytes;
+                    let per_token = [2, a.num_kv_heads as u64, a.head_dim as u64, elem_bytes];
+                    s.kv_cache = s.kv_cache.saturating_add(product(&per_token).saturating_mul(context));
                 }
                 MixerSpec::GatedDeltanet(g) => {
-                    s.conv += (g.conv_dim() * (g.conv_kernel - 1)) as u64 * elem_bytes;
-                    s.recurrent += (g.num_value_heads * g.key_head_dim * g.value_head_dim) as u64 * 4;
+                    let conv = [g.conv_dim() as u64, g.conv_kernel.saturating_sub(1) as u64, elem_bytes];
+                    s.conv = s.conv.saturating_add(product(&conv));
+                    let rec = [g.num_value_heads as u64, g.key_head_dim as u64, g.value_head_dim as u64, 4];
+                    s.recurrent = s.recurrent.saturating_add(product(&rec));
                 }
             }
         }
         s
     }
+}
+
+fn product(xs: &[u64]) -> u64 {
+    xs.iter().fold(1u64, |a, &x| a.saturating_mul(x))
 }
 
 /// The layer a `model.layers.{i}.…` tensor belongs to.

@@ -38,9 +38,10 @@ impl TensorDecl {
         TensorDecl { name, shape, role: TensorRole::Plain, mtp: false }
     }
 
-    /// Number of elements.
+    /// Number of elements (saturating: a spec may state sizes no machine holds; the memory
+    /// budget refuses those before anything is allocated).
     pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+        self.shape.iter().fold(1usize, |a, &d| a.saturating_mul(d))
     }
 
     /// For expert tensors, the `…experts` prefix they live under.

@@ -301,6 +301,17 @@ impl Checker<'_> {
         if let Some(m) = &f.mtp {
             let n = self.item_params("mtp.layer", &m.layer, h, limit).0;
             total = total.saturating_add(n.saturating_mul(m.num_layers as u128));
+            // Its fc ([h, 2h]) and three norms: h² grows fastest of all.
+            let fc = h.saturating_mul(h).saturating_mul(2).saturating_add(h.saturating_mul(3));
+            if fc > limit {
+                self.err(
+                    "",
+                    "hidden_size",
+                    format!("the MTP block's fc (hidden_size * 2 * hidden_size) {}", too_many(fc)),
+                );
+                over = true;
+            }
+            total = total.saturating_add(fc);
         }
         if total > limit && !over {
             self.err("", "layers", format!("the expanded model {}", too_many(total)));

@@ -151,7 +151,39 @@ impl<'w> Binder<'w> {
             slot_tensors,
             operand_weights,
             expert_stacks,
-            scratch: Mutex::new((Vec::new(), MoeScratch::new())),
+            scratch: Mutex::new((Vec::new(), MoeScratch::new(), crate::budget::Reservation::none())),
         })
     }
+}
+
+/// Bytes the weight binding of `compiled` may copy (at most, counting every copy as f32): the
+/// routed experts' gate/up stacks, the `load:` weights computed from their load graphs, and the
+/// f32 conversions of weights read by kernels that take f32 only. Checked before binding.
+pub(super) fn copies_at_load(compiled: &qgc_codegen::compile::CompiledProgram) -> Option<u64> {
+    let mut seen = BTreeSet::new();
+    let mut total = 0u64;
+    for e in &compiled.entries {
+        let g = &e.graph;
+        let mut kernels: Vec<Option<&Kernel>> = vec![None; g.nodes.len()];
+        for s in &e.schedule.steps {
+            if let Step::Kernel { node, kernel, .. } = s {
+                kernels[*node] = Some(kernel);
+            }
+        }
+        for (i, n) in g.nodes.iter().enumerate() {
+            for (k, v) in n.inputs.iter().enumerate() {
+                let Op::Weight { name, ty } = &g.nodes[v.node].op else { continue };
+                let stacked = matches!(kernels[i], Some(Kernel::Experts(_))) && k == 3;
+                let copied = name.starts_with(qgc_codegen::hoist::LOAD_PREFIX)
+                    || stacked
+                    || !kernels[i].is_some_and(|kern| bf16_operand(kern, k));
+                let key = if stacked { format!("stack:{name}") } else { name.clone() };
+                if copied && seen.insert(key) {
+                    let bytes = crate::budget::bytes_of(&ty.eval(&Default::default()), if stacked { 8 } else { 4 })?;
+                    total = total.checked_add(bytes)?;
+                }
+            }
+        }
+    }
+    Some(total)
 }

@@ -15,6 +15,7 @@ mod bind;
 pub mod load;
 mod shims;
 
+use crate::budget::{self, BudgetError, Reservation};
 use crate::cpu::moe::MoeScratch;
 use crate::tensor::{grow_axis, StateTensor, Tensor};
 use crate::weights::{HostTensor, RawWeights};
@@ -62,6 +63,9 @@ pub enum CompiledError {
     /// A bad call: missing or mis-shaped input, or the entry point does not exist.
     #[error("{0}")]
     Input(String),
+    /// A buffer the call or the load needs does not fit in the memory budget.
+    #[error(transparent)]
+    Budget(#[from] BudgetError),
     /// A kernel reported an error (bad token id, positions, ...). State the call updates in
     /// place may be partly written.
     #[error("{0}")]
@@ -96,8 +100,9 @@ pub(crate) struct CpuEntry {
     pub operand_weights: Vec<Vec<Option<usize>>>,
     /// Per `moe_experts` node: its gate/up stack `[E, 2I, H]`.
     pub expert_stacks: BTreeMap<usize, usize>,
-    /// The arena and the MoE scratch, kept between calls (one call at a time).
-    scratch: Mutex<(Vec<u64>, MoeScratch)>,
+    /// The arena, the MoE scratch and what the arena holds in the memory budget, kept between
+    /// calls (one call at a time).
+    scratch: Mutex<(Vec<u64>, MoeScratch, Reservation)>,
 }
 
 /// What the shims see through `ctx` during one call.
@@ -115,6 +120,8 @@ pub(crate) struct Ctx<'a> {
 pub struct CpuModel<'w> {
     entries: BTreeMap<Entry, CpuEntry>,
     tensors: Vec<HostTensor<'w>>,
+    /// What the weight binding's copies hold in the memory budget.
+    _held: Reservation,
 }
 
 impl<'w> CpuModel<'w> {
@@ -146,7 +153,9 @@ impl<'w> CpuModel<'w> {
         opts: CpuOptions,
     ) -> Result<CpuModel<'w>, CompiledError> {
         compiled.verify()?;
-        let mut model = CpuModel { entries: BTreeMap::new(), tensors: Vec::new() };
+        let held = budget::global()
+            .reserve("weight copies the compiled backend makes at load", bind::copies_at_load(compiled))?;
+        let mut model = CpuModel { entries: BTreeMap::new(), tensors: Vec::new(), _held: held };
         let mut binder = bind::Binder { weights, index: BTreeMap::new() };
         let hopts =
             HostOptions { fuse_elementwise: true, parallel_loops: opts.parallel_loops, precision: opts.precision };
@@ -306,11 +315,19 @@ impl<'w> CpuModel<'w> {
             }
             match state.get(&slot.name) {
                 Some(st) => {
-                    let fresh_st = StateTensor::zeros(slot.ty.eval(bind), st.axis());
+                    let shape = slot.ty.eval(bind);
+                    let need = crate::tensor::state_bytes(&shape, st.axis(), 0);
+                    budget::global().admit(format!("state output {} of {}", slot.name, entry.name()), need)?;
+                    let fresh_st = StateTensor::zeros(shape, st.axis());
                     caps[k] = fresh_st.axis().map(|a| (a, fresh_st.capacity()));
                     fresh.insert(k, fresh_st);
                 }
-                None => outs.push((k, Tensor::zeros(slot.ty.eval(bind), slot.ty.dtype))),
+                None => {
+                    let shape = slot.ty.eval(bind);
+                    let need = budget::bytes_of(&shape, 4);
+                    budget::global().admit(format!("output {} of {}", slot.name, entry.name()), need)?;
+                    outs.push((k, Tensor::zeros(shape, slot.ty.dtype)))
+                }
             }
         }
         let mut io: Vec<*mut u8> = vec![std::ptr::null_mut(); slots.len()];
@@ -345,14 +362,17 @@ impl<'w> CpuModel<'w> {
                 _ => t.as_f32_mut().map_or(std::ptr::null_mut(), |v| v.as_mut_ptr() as *mut u8),
             };
         }
-        let bytes = e.host.arena_bytes().eval(bind) as usize;
         let mut scratch = e.scratch.lock().unwrap_or_else(|p| p.into_inner());
-        let (arena, moe) = &mut *scratch;
-        if arena.len() * 8 < bytes + 64 {
-            arena.resize((bytes + 64).div_ceil(8), 0);
+        let (arena, moe, held) = &mut *scratch;
+        let need = e.host.arena_bytes().checked_eval(bind).and_then(|b| b.checked_add(64));
+        let what = || format!("the {} arena at B={},S={},P={}", entry.name(), bind.b, bind.s, bind.p);
+        let bytes = need.ok_or_else(|| BudgetError::Overflow { what: what() })? as usize;
+        if arena.len() * 8 < bytes {
+            held.resize(what(), Some(bytes as u64))?;
+            arena.resize(bytes.div_ceil(8), 0);
         }
         let base = arena.as_mut_ptr() as *mut u8;
-        // SAFETY: `base` points into the arena vector, which has `bytes + 64` bytes.
+        // SAFETY: `base` points into the arena vector, which has the planned bytes + 64.
         let arena_ptr = unsafe { base.add(base.align_offset(64)) };
         let mut cx = Ctx { entry: e, tensors: &self.tensors, bind: *bind, caps, error: None, moe: std::mem::take(moe) };
         let (b, s, p) = (bind.b as i64, bind.s as i64, bind.p as i64);

@@ -210,7 +210,7 @@ fn map_shard(path: &Path) -> Result<(Shard, Vec<(String, StoredTensor)>), Weight
 /// Reads the `weight_map` of an index file.
 fn read_index(index: &Path) -> Result<BTreeMap<String, String>, WeightsError> {
     let bad = |message: String| WeightsError::Index { path: shown(index), message };
-    let text = std::fs::read_to_string(index).map_err(|e| io_error(index, e))?;
+    let text = crate::budget::read_to_string(index).map_err(|e| io_error(index, e))?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| WeightsError::IndexJson { path: shown(index), source: std::sync::Arc::new(e) })?;
     let map = value.get("weight_map").ok_or_else(|| bad("no \"weight_map\" object".into()))?;
