@@ -4,24 +4,21 @@
 
 use serde_json::Value;
 
-/// A small deterministic generator (SplitMix64): the same seed gives the same inputs on every
-/// machine, so a failure seen in CI is the failure a developer reproduces.
+/// A small deterministic generator (the interpreter's SplitMix64, seeded apart from it): the
+/// same seed gives the same inputs on every machine, so a failure seen in CI is the failure a
+/// developer reproduces.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(qgc_ir::interp::Rng);
 
 impl Rng {
     /// A generator from `seed`.
     pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
+        Rng(qgc_ir::interp::Rng::new(seed ^ 0x9e37_79b9_7f4a_7c15))
     }
 
     /// The next 64 random bits.
     pub fn bits(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (`n` ≥ 1).
