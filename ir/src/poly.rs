@@ -226,6 +226,22 @@ impl fmt::Display for Poly {
     }
 }
 
+/// `12.3 GiB`-style byte counts with `decimals` places (plain `B` below a KiB), up to PiB:
+/// the one formatter of sizes every crate prints.
+pub fn human_bytes(bytes: u64, decimals: usize) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let (mut x, mut u) = (bytes as f64, 0);
+    while x >= 1024.0 && u + 1 < UNITS.len() {
+        x /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{x:.decimals$} {}", UNITS[u])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

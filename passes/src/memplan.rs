@@ -384,17 +384,7 @@ impl MemPlan {
 
 /// `12.34 MiB`-style byte counts.
 pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let (mut x, mut u) = (bytes as f64, 0);
-    while x >= 1024.0 && u + 1 < UNITS.len() {
-        x /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{x:.2} {}", UNITS[u])
-    }
+    qgc_ir::poly::human_bytes(bytes, 2)
 }
 
 impl fmt::Display for MemPlan {

@@ -39,17 +39,7 @@ pub enum BudgetError {
 
 /// `12.3 GiB`-style byte counts.
 pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let (mut x, mut u) = (bytes as f64, 0);
-    while x >= 1024.0 && u + 1 < UNITS.len() {
-        x /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{x:.1} {}", UNITS[u])
-    }
+    qgc_ir::poly::human_bytes(bytes, 1)
 }
 
 /// Parses `8GiB`, `512MiB`, `24G`, `1e9`, `4096` (bytes) into bytes.
@@ -138,11 +128,12 @@ impl Budget {
     }
 
     /// Checks that `bytes` (`None`: the size overflowed) fit in what is left, holding nothing.
+    /// `what` is only formatted when it is refused (callers on a per-call path pass
+    /// `format_args!`).
     pub fn admit(&self, what: impl fmt::Display, bytes: Option<u64>) -> Result<u64, BudgetError> {
-        let what = what.to_string();
-        let need = bytes.ok_or_else(|| BudgetError::Overflow { what: what.clone() })?;
+        let need = bytes.ok_or_else(|| BudgetError::Overflow { what: what.to_string() })?;
         if need > self.left() {
-            return Err(self.refuse(&what, need));
+            return Err(self.refuse(&what.to_string(), need));
         }
         Ok(need)
     }
@@ -173,10 +164,10 @@ impl Reservation {
         self.bytes
     }
 
-    /// Holds `bytes` instead (more: admitted against what is left; fewer: released).
+    /// Holds `bytes` instead (more: admitted against what is left; fewer: released). `what` is
+    /// only formatted when it is refused.
     pub fn resize(&mut self, what: impl fmt::Display, bytes: Option<u64>) -> Result<(), BudgetError> {
-        let what = what.to_string();
-        let need = bytes.ok_or_else(|| BudgetError::Overflow { what: what.clone() })?;
+        let need = bytes.ok_or_else(|| BudgetError::Overflow { what: what.to_string() })?;
         let b = self.budget;
         if need <= self.bytes {
             b.used.fetch_sub(self.bytes - need, Ordering::Relaxed);
@@ -187,12 +178,7 @@ impl Reservation {
         let mut used = b.used.load(Ordering::Relaxed);
         loop {
             if used.saturating_add(more) > b.limit {
-                return Err(BudgetError::TooBig {
-                    what,
-                    need: more,
-                    available: b.limit.saturating_sub(used),
-                    source_desc: if b.from_flag { "left under --memory-limit" } else { "available" }.to_string(),
-                });
+                return Err(b.refuse(&what.to_string(), more));
             }
             match b.used.compare_exchange_weak(used, used + more, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => break,

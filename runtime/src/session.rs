@@ -184,8 +184,9 @@ impl<'w> Session<'w> {
         let total = state_bytes_after(&p.state, &self.state, b, main)
             .zip(state_bytes_after(&p.mtp_state, &self.mtp_state, b, draft))
             .and_then(|(x, y)| x.checked_add(y));
-        let what = format!("the decode state of {b} sequence(s) at {} tokens", main.max(draft));
-        self.held.resize(what, total.map(|t| t.max(self.held.bytes())))?;
+        let (tokens, held) = (main.max(draft), self.held.bytes());
+        let what = format_args!("the decode state of {b} sequence(s) at {tokens} tokens");
+        self.held.resize(what, total.map(|t| t.max(held)))?;
         if self.state.is_empty() {
             self.state = zero_state(&p.state, b);
         }
@@ -535,8 +536,8 @@ fn step(
 ) -> Result<BTreeMap<String, Tensor>, SessionError> {
     match backend {
         Backend::Interp(w) => {
-            let what =
-                format!("the interpreter's values for {} at B={},S={},P={}", entry.name(), bind.b, bind.s, bind.p);
+            let (name, (b, s, p)) = (entry.name(), (bind.b, bind.s, bind.p));
+            let what = format_args!("the interpreter's values for {name} at B={b},S={s},P={p}");
             crate::budget::global().admit(what, interp::peak_bytes(g, bind))?;
             let mut inputs: BTreeMap<String, interp::Tensor> =
                 state.iter().map(|(n, t)| (n.clone(), t.dense().into())).collect();

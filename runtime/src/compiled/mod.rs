@@ -317,7 +317,7 @@ impl<'w> CpuModel<'w> {
                 Some(st) => {
                     let shape = slot.ty.eval(bind);
                     let need = crate::tensor::state_bytes(&shape, st.axis(), 0);
-                    budget::global().admit(format!("state output {} of {}", slot.name, entry.name()), need)?;
+                    budget::global().admit(format_args!("state output {} of {}", slot.name, entry.name()), need)?;
                     let fresh_st = StateTensor::zeros(shape, st.axis());
                     caps[k] = fresh_st.axis().map(|a| (a, fresh_st.capacity()));
                     fresh.insert(k, fresh_st);
@@ -325,7 +325,7 @@ impl<'w> CpuModel<'w> {
                 None => {
                     let shape = slot.ty.eval(bind);
                     let need = budget::bytes_of(&shape, 4);
-                    budget::global().admit(format!("output {} of {}", slot.name, entry.name()), need)?;
+                    budget::global().admit(format_args!("output {} of {}", slot.name, entry.name()), need)?;
                     outs.push((k, Tensor::zeros(shape, slot.ty.dtype)))
                 }
             }
