@@ -6,6 +6,7 @@ pub mod budget;
 pub mod chat;
 pub mod compiled;
 pub mod cpu;
+pub mod cuda;
 pub mod fuzz;
 pub mod generate;
 pub mod model;
