@@ -5,6 +5,7 @@
 pub mod artifact;
 pub mod binding;
 pub mod compile;
+pub mod cuda;
 pub mod hoist;
 pub mod host;
 
