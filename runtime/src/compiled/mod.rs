@@ -105,6 +105,23 @@ pub(crate) struct CpuEntry {
     scratch: Mutex<(Vec<u64>, MoeScratch, Reservation)>,
 }
 
+impl CpuEntry {
+    /// The bound tensor of io slot `k` (a weight slot).
+    pub(crate) fn slot_tensor(&self, k: usize) -> Option<usize> {
+        self.slot_tensors.get(k).copied().flatten()
+    }
+
+    /// The bound tensor of operand `j` of node `node`, when it is a weight.
+    pub(crate) fn operand_weight(&self, node: usize, j: usize) -> Option<usize> {
+        self.operand_weights.get(node).and_then(|o| o.get(j)).copied().flatten()
+    }
+
+    /// The gate/up stack `[E, 2I, H]` of `moe_experts` node `node`.
+    pub(crate) fn expert_stack(&self, node: usize) -> Option<usize> {
+        self.expert_stacks.get(&node).copied()
+    }
+}
+
 /// What the shims see through `ctx` during one call.
 pub(crate) struct Ctx<'a> {
     pub entry: &'a CpuEntry,
@@ -169,6 +186,16 @@ impl<'w> CpuModel<'w> {
             model.entries.insert(e.entry, bound);
         }
         Ok(model)
+    }
+
+    /// The weights as bound at load (index = a slot's or operand's bound tensor).
+    pub(crate) fn bound_tensors(&self) -> &[HostTensor<'w>] {
+        &self.tensors
+    }
+
+    /// One compiled entry point.
+    pub(crate) fn entry(&self, entry: Entry) -> Option<&CpuEntry> {
+        self.entries.get(&entry)
     }
 
     /// Whether the model has `entry`.
