@@ -57,30 +57,56 @@ fn next_rand(s: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Buffers a launch reuses from block to block (threads' registers and local memory, shared
+/// memory and its shadow), so a grid of many blocks allocates once.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    threads: Vec<Thread>,
+    shared: Vec<u8>,
+    shadow: Vec<Shadow>,
+}
+
 /// Runs one block to completion.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_block(
     k: &LoadedKernel,
     opts: &Options,
     glob: &mut Global,
-    ctaid: Dim3,
-    grid: Dim3,
-    ntid: Dim3,
+    (ctaid, grid, ntid): (Dim3, Dim3, Dim3),
     params: &[u8],
     dyn_smem: u32,
     seed: u64,
+    scratch: &mut Scratch,
 ) -> Result<u64, PtxError> {
     let n = (ntid.0 * ntid.1 * ntid.2) as usize;
     let smem = k.shared_bytes + dyn_smem as usize;
-    let threads = (0..n)
-        .map(|_| Thread {
+    let mut threads = std::mem::take(&mut scratch.threads);
+    threads.truncate(n);
+    for t in threads.iter_mut() {
+        t.regs.clear();
+        t.regs.resize(k.kernel.regs, 0);
+        t.local.clear();
+        t.local.resize(k.local_bytes, 0);
+        t.pc = 0;
+        t.state = State::Run;
+    }
+    while threads.len() < n {
+        threads.push(Thread {
             regs: vec![0; k.kernel.regs],
             pc: 0,
             state: State::Run,
             local: vec![0; k.local_bytes],
             pend: [0; 3],
-        })
-        .collect();
+        });
+    }
+    let mut shared = std::mem::take(&mut scratch.shared);
+    shared.clear();
+    shared.resize(smem, 0);
+    let mut shadow = std::mem::take(&mut scratch.shadow);
+    shadow.clear();
+    if opts.racecheck {
+        shadow.resize(smem, Shadow::default());
+    }
     let mut b = Block {
         k,
         opts,
@@ -88,8 +114,8 @@ pub(crate) fn run_block(
         grid,
         ntid,
         params,
-        shared: vec![0; smem],
-        shadow: if opts.racecheck { vec![Shadow::default(); smem] } else { Vec::new() },
+        shared,
+        shadow,
         epoch: 1,
         warp_epoch: vec![1; n.div_ceil(32)],
         dyn_smem,
@@ -99,8 +125,11 @@ pub(crate) fn run_block(
         atomic: false,
         cur: (usize::MAX, 0),
     };
-    b.run(glob)?;
-    Ok(b.steps)
+    let r = b.run(glob);
+    scratch.threads = b.threads;
+    scratch.shared = b.shared;
+    scratch.shadow = b.shadow;
+    r.map(|_| b.steps)
 }
 
 impl Block<'_> {

@@ -175,6 +175,21 @@ impl Interp {
         })
     }
 
+    /// Sets `len` bytes at `addr` to `byte`.
+    pub fn fill(&mut self, addr: u64, len: usize, byte: u8) -> Result<(), PtxError> {
+        self.global.slice_mut(addr, len).map(|d| d.fill(byte)).map_err(|f| {
+            PtxError::Invalid(format!("device fill of {len} bytes at {addr:#x}: {}", f.describe(addr, len)))
+        })
+    }
+
+    /// Copies `len` device bytes from `src` to `dst` (may be different allocations).
+    pub fn copy(&mut self, src: u64, dst: u64, len: usize) -> Result<(), PtxError> {
+        let tmp = self.global.slice(src, len).map(<[u8]>::to_vec).map_err(|f| {
+            PtxError::Invalid(format!("device copy of {len} bytes from {src:#x}: {}", f.describe(src, len)))
+        })?;
+        self.write(dst, &tmp)
+    }
+
     /// Copies device bytes at `addr` to the host.
     pub fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), PtxError> {
         self.global.slice(addr, out.len()).map(|s| out.copy_from_slice(s)).map_err(|f| {
@@ -283,10 +298,12 @@ impl Interp {
             }
             Order::Forward => {}
         }
+        let mut scratch = exec::Scratch::default();
+        let opts = self.options;
         for (bi, b) in blocks.into_iter().enumerate() {
-            let opts = self.options;
+            let dims = (b, grid, block);
             self.steps +=
-                exec::run_block(k, &opts, &mut self.global, b, grid, block, &buf, dyn_smem, seed ^ bi as u64)?;
+                exec::run_block(k, &opts, &mut self.global, dims, &buf, dyn_smem, seed ^ bi as u64, &mut scratch)?;
         }
         Ok(())
     }

@@ -32,7 +32,7 @@ fn out32(x: f32, ftz: bool, sat: bool) -> u64 {
 pub(crate) fn exec<M: Machine>(m: &mut M, t: usize, i: &Inst, glob: &mut Global) -> Result<(), PtxError> {
     let ty = i.m.ty();
     let w = ty.bits();
-    let d = src(m, t, i, 0).cloned();
+    let d = src(m, t, i, 0);
     match i.op {
         Op::Bra => {
             let Some(Operand::Label(l)) = i.ops.first() else { return Err(m.err(t, "bra without a label".into())) };
@@ -61,7 +61,7 @@ pub(crate) fn exec<M: Machine>(m: &mut M, t: usize, i: &Inst, glob: &mut Global)
         }
         Op::Activemask => {
             let v = m.active_mask(t) as u64;
-            m.set(t, &d?, v)?;
+            m.set(t, d?, v)?;
         }
         Op::Mov => mov(m, t, i, ty)?,
         Op::Ld => {
@@ -72,9 +72,10 @@ pub(crate) fn exec<M: Machine>(m: &mut M, t: usize, i: &Inst, glob: &mut Global)
             if n > 1 && addr % (es * n) as u64 != 0 {
                 return Err(m.err(t, format!("memcheck: misaligned vector load of {} bytes at {addr:#x}", es * n)));
             }
-            let dsts: Vec<Operand> = match d? {
+            let d = d?;
+            let dsts: &[Operand] = match d {
                 Operand::Vec(v) => v,
-                o => vec![o],
+                o => std::slice::from_ref(o),
             };
             for (k, o) in dsts.iter().enumerate() {
                 let raw = m.load(t, glob, sp, addr + (k * es) as u64, es)?;
@@ -84,15 +85,15 @@ pub(crate) fn exec<M: Machine>(m: &mut M, t: usize, i: &Inst, glob: &mut Global)
         }
         Op::St => {
             let sp = i.m.space.unwrap_or(Space::Generic);
-            let addr = m.addr(t, &d?)?;
+            let addr = m.addr(t, d?)?;
             let n = i.m.vec as usize;
             let es = ty.bytes();
             if n > 1 && addr % (es * n) as u64 != 0 {
                 return Err(m.err(t, format!("memcheck: misaligned vector store of {} bytes at {addr:#x}", es * n)));
             }
-            let vals: Vec<Operand> = match src(m, t, i, 1)? {
-                Operand::Vec(v) => v.clone(),
-                o => vec![o.clone()],
+            let vals: &[Operand] = match src(m, t, i, 1)? {
+                Operand::Vec(v) => v,
+                o => std::slice::from_ref(o),
             };
             for (k, o) in vals.iter().enumerate() {
                 let v = m.val(t, o, ty)?;
@@ -113,7 +114,7 @@ pub(crate) fn exec<M: Machine>(m: &mut M, t: usize, i: &Inst, glob: &mut Global)
             } else {
                 a.wrapping_sub(off).wrapping_add(gen)
             };
-            m.set(t, &d?, v & mask(w))?;
+            m.set(t, d?, v & mask(w))?;
         }
         Op::Cvt => {
             let (dt, st) = match i.m.types.as_slice() {
@@ -125,11 +126,11 @@ pub(crate) fn exec<M: Machine>(m: &mut M, t: usize, i: &Inst, glob: &mut Global)
                 let b = f32_of(rd(m, t, i, 2, Ty::F(32))?, false);
                 let h = |x: f32| if dt == Ty::Bf16x2 { alu::bf16_rne(x) } else { half::f16::from_f32(x).to_bits() };
                 let v = ((h(a) as u64) << 16) | h(b) as u64;
-                return m.set(t, &d?, v);
+                return m.set(t, d?, v);
             }
             let a = rd(m, t, i, 1, st)?;
             let v = alu::cvt(a, dt, st, i.m.rnd, i.m.sat, i.m.ftz);
-            m.set(t, &d?, if dt.signed() { sext(v, dt.bits()) as u64 & mask(64) } else { v })?;
+            m.set(t, d?, if dt.signed() { sext(v, dt.bits()) as u64 & mask(64) } else { v })?;
         }
         Op::Setp => {
             let cmp = i.m.words.first().copied().unwrap_or("eq");
@@ -139,8 +140,8 @@ pub(crate) fn exec<M: Machine>(m: &mut M, t: usize, i: &Inst, glob: &mut Global)
             let b = if i.m.ftz && ty == Ty::F(32) { ftz32(f32::from_bits(b as u32)).to_bits() as u64 } else { b };
             let r = alu::compare(cmp, a, b, ty);
             let (p, q) = match d? {
-                Operand::Pair(p, q) => (Operand::Reg(p), Some(Operand::Reg(q))),
-                o => (o, None),
+                Operand::Pair(p, q) => (Operand::Reg(*p), Some(Operand::Reg(*q))),
+                o => (o.clone(), None),
             };
             let comb = i.m.words.get(1).copied();
             let c = if comb.is_some() { rd(m, t, i, 3, Ty::Pred)? != 0 } else { false };
@@ -158,7 +159,7 @@ pub(crate) fn exec<M: Machine>(m: &mut M, t: usize, i: &Inst, glob: &mut Global)
         Op::Selp => {
             let p = rd(m, t, i, 3, Ty::Pred)?;
             let v = if p != 0 { rd(m, t, i, 1, ty)? } else { rd(m, t, i, 2, ty)? };
-            m.set(t, &d?, v)?;
+            m.set(t, d?, v)?;
         }
         Op::Atom | Op::Red => atom(m, t, i, glob)?,
         _ if ty.float() => float_op(m, t, i, ty)?,
@@ -168,11 +169,11 @@ pub(crate) fn exec<M: Machine>(m: &mut M, t: usize, i: &Inst, glob: &mut Global)
 }
 
 fn mov<M: Machine>(m: &mut M, t: usize, i: &Inst, ty: Ty) -> Result<(), PtxError> {
-    let d = src(m, t, i, 0)?.clone();
-    let s = src(m, t, i, 1)?.clone();
-    match (&d, &s) {
+    let d = src(m, t, i, 0)?;
+    let s = src(m, t, i, 1)?;
+    match (d, s) {
         (Operand::Vec(parts), _) => {
-            let v = m.val(t, &s, ty)?;
+            let v = m.val(t, s, ty)?;
             let w = ty.bits() / parts.len().max(1) as u32;
             for (k, p) in parts.iter().enumerate() {
                 m.set(t, p, (v >> (w * k as u32)) & mask(w))?;
@@ -180,15 +181,15 @@ fn mov<M: Machine>(m: &mut M, t: usize, i: &Inst, ty: Ty) -> Result<(), PtxError
         }
         (_, Operand::Sym(name)) => return Err(m.err(t, format!("unresolved symbol {name}"))),
         _ => {
-            let v = m.val(t, &s, ty)?;
-            m.set(t, &d, if ty == Ty::Pred { (v != 0) as u64 } else { v & mask(ty.bits()) })?;
+            let v = m.val(t, s, ty)?;
+            m.set(t, d, if ty == Ty::Pred { (v != 0) as u64 } else { v & mask(ty.bits()) })?;
         }
     }
     Ok(())
 }
 
 fn float_op<M: Machine>(m: &mut M, t: usize, i: &Inst, ty: Ty) -> Result<(), PtxError> {
-    let d = src(m, t, i, 0)?.clone();
+    let d = src(m, t, i, 0)?;
     let (ftz, sat, r) = (i.m.ftz, i.m.sat, i.m.rnd);
     let f32ty = ty == Ty::F(32);
     let a = rd(m, t, i, 1, ty)?;
@@ -276,11 +277,11 @@ fn float_op<M: Machine>(m: &mut M, t: usize, i: &Inst, ty: Ty) -> Result<(), Ptx
         }
         op => return Err(m.err(t, format!("{op:?} is not supported on {ty:?}"))),
     };
-    m.set(t, &d, v)
+    m.set(t, d, v)
 }
 
 fn int_op<M: Machine>(m: &mut M, t: usize, i: &Inst, ty: Ty) -> Result<(), PtxError> {
-    let d = src(m, t, i, 0)?.clone();
+    let d = src(m, t, i, 0)?;
     let w = ty.bits();
     let a = rd(m, t, i, 1, ty)?;
     let b = || rd(m, t, i, 2, ty);
@@ -415,7 +416,7 @@ fn int_op<M: Machine>(m: &mut M, t: usize, i: &Inst, ty: Ty) -> Result<(), PtxEr
         }
         op => return Err(m.err(t, format!("{op:?} is not supported on {ty:?} (`{}`)", m.inst_text(t)))),
     };
-    m.set(t, &d, v)
+    m.set(t, d, v)
 }
 
 fn width_ty(t: Ty, bits: u32) -> Ty {
@@ -495,8 +496,8 @@ fn atom<M: Machine>(m: &mut M, t: usize, i: &Inst, glob: &mut Global) -> Result<
     m.set_atomic(false);
     r?;
     if has_d {
-        let d = src(m, t, i, 0)?.clone();
-        m.set(t, &d, old)?;
+        let d = src(m, t, i, 0)?;
+        m.set(t, d, old)?;
     }
     Ok(())
 }

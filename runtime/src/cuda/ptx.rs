@@ -110,14 +110,11 @@ impl Device for PtxDevice {
     }
 
     fn dtod(&self, src: DevPtr, dst: DevPtr, bytes: usize) -> Result<(), CudaError> {
-        let mut s = self.state();
-        let mut tmp = vec![0u8; bytes];
-        s.interp.read(src.0, &mut tmp).map_err(invalid)?;
-        s.interp.write(dst.0, &tmp).map_err(invalid)
+        self.state().interp.copy(src.0, dst.0, bytes).map_err(invalid)
     }
 
     fn zero(&self, dst: DevPtr, bytes: usize) -> Result<(), CudaError> {
-        self.state().interp.write(dst.0, &vec![0u8; bytes]).map_err(invalid)
+        self.state().interp.fill(dst.0, bytes, 0).map_err(invalid)
     }
 
     fn load_module(&self, name: &str, ptx: &str) -> Result<ModuleId, CudaError> {
