@@ -82,7 +82,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let decode_s = median(timed);
 
     let bw = bandwidth::probe(256 << 20, 5);
-    let decode_bytes = cpu.as_ref().map(|c| c.decode_bytes());
+    let decode_bytes = cpu.decode_bytes();
     let floor_s = decode_bytes.map(|b| b as f64 / (bw.copy_gbs * 1e9));
     let prefill_tok_s = a.prefill as f64 / prefill_s;
     let decode_tok_s = 1.0 / decode_s;
@@ -99,6 +99,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let backend = match a.backend.backend {
         BackendKind::Cpu => "cpu",
         BackendKind::Interp => "interp",
+        BackendKind::Cuda => match a.backend.device {
+            crate::load::DeviceKind::Gpu => "cuda",
+            crate::load::DeviceKind::Ptx => "cuda-ptx",
+        },
     };
     if a.json {
         let v = serde_json::json!({

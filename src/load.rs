@@ -9,6 +9,10 @@ use qgc_ir::interp::{MapWeights, WeightSource};
 use qgc_ir::{LowerOptions, ModelSpec};
 use qgc_runtime::budget::{self, Reservation};
 use qgc_runtime::compiled::{CpuModel, CpuOptions};
+use qgc_runtime::cuda::gpu::GpuDevice;
+use qgc_runtime::cuda::model::CudaModel;
+use qgc_runtime::cuda::ptx::PtxDevice;
+use qgc_runtime::cuda::Device;
 use qgc_runtime::generate::ThinkFilter;
 use qgc_runtime::sampling::SamplingParams;
 use qgc_runtime::session::Backend;
@@ -18,6 +22,7 @@ use qgc_runtime::weights::{Bf16Weights, RawWeights};
 use qgc_runtime::{open_model, Model, ModelKind};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// MODEL and where its weights and tokenizer come from.
 #[derive(clap::Args)]
@@ -42,24 +47,70 @@ pub enum BackendKind {
     Cpu,
     /// The reference interpreter (plain loops, f64 accumulation; slow, obviously right).
     Interp,
+    /// The compiled program on a CUDA device (`--device gpu`, or `--device ptx`: the PTX
+    /// interpreter, any machine).
+    Cuda,
 }
 
-/// `--backend`.
+/// `--device` for `--backend cuda`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceKind {
+    /// GPU 0 through the CUDA driver.
+    Gpu,
+    /// The PTX interpreter: the same kernels and launches executed on the CPU, with memcheck and
+    /// racecheck (slow; for checking on machines without a GPU).
+    Ptx,
+}
+
+/// `--backend` (and `--device`).
 #[derive(clap::Args)]
 pub struct BackendArgs {
-    /// What runs the model: `cpu` (compiled) or `interp` (the reference interpreter).
+    /// What runs the model: `cpu` (compiled), `interp` (the reference interpreter) or `cuda`.
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     pub backend: BackendKind,
+    /// The CUDA device for `--backend cuda`: `gpu` or `ptx` (the PTX interpreter).
+    #[arg(long, value_enum, default_value_t = DeviceKind::Gpu)]
+    pub device: DeviceKind,
+}
+
+/// What `--backend` compiled: nothing (the interpreter), a CPU model, or a CUDA model.
+pub enum Compiled<'w> {
+    /// The reference interpreter runs the lowered program.
+    Interp,
+    /// The compiled CPU backend.
+    Cpu(CpuModel<'w>),
+    /// The compiled program on a CUDA device.
+    Cuda(CudaModel<'w>),
+}
+
+impl Compiled<'_> {
+    /// Bytes of weights one decode step reads (compiled backends).
+    pub fn decode_bytes(&self) -> Option<u64> {
+        match self {
+            Compiled::Interp => None,
+            Compiled::Cpu(c) => Some(c.decode_bytes()),
+            Compiled::Cuda(c) => Some(c.cpu().decode_bytes()),
+        }
+    }
 }
 
 impl BackendArgs {
     /// The compiled model for `--backend cpu` (weights bound, host code generated), or `None`
     /// for the interpreter: an artifact's compiled program is loaded as stored (no pass runs),
     /// anything else is compiled first. A spinner runs on a terminal.
-    pub fn compile<'w>(&self, model: &Model, weights: &'w dyn RawWeights) -> Result<Option<CpuModel<'w>>> {
+    pub fn compile<'w>(&self, model: &Model, weights: &'w dyn RawWeights) -> Result<Compiled<'w>> {
         if self.backend == BackendKind::Interp {
-            return Ok(None);
+            return Ok(Compiled::Interp);
         }
+        // The device first: no driver or no GPU is named before any compile work.
+        let dev: Option<Arc<dyn Device>> = match (self.backend, self.device) {
+            (BackendKind::Cuda, DeviceKind::Gpu) => Some(Arc::new(GpuDevice::open(0)?)),
+            (BackendKind::Cuda, DeviceKind::Ptx) => {
+                let opts = qgc_ptx::Options::default();
+                Some(Arc::new(PtxDevice::new(90, budget::global().left() as usize, opts)))
+            }
+            _ => None,
+        };
         let pb = if std::io::stderr().is_terminal() { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
         pb.enable_steady_tick(std::time::Duration::from_millis(100));
         let m = match &model.compiled {
@@ -73,16 +124,32 @@ impl BackendArgs {
                     .context("compiling for the CPU backend")
             }
         };
+        let m = match (m, dev) {
+            (Ok(cpu), Some(dev)) => {
+                // An artifact's embedded PTX when it has some (no NVRTC call), else NVRTC.
+                let what = if model.cuda.is_some() { "loading the artifact's kernels" } else { "compiling kernels" };
+                pb.set_message(format!("{what} and uploading weights to {}", dev.describe()));
+                let context = match &model.cuda {
+                    Some(k) => {
+                        format!("loading the program and its embedded sm_{} PTX onto {}", k.arch, dev.describe())
+                    }
+                    None => "loading the program onto the CUDA device".to_string(),
+                };
+                CudaModel::with_kernels(cpu, dev, model.cuda.as_ref()).map(Compiled::Cuda).context(context)
+            }
+            (m, _) => m.map(Compiled::Cpu),
+        };
         pb.finish_and_clear();
-        m.map(Some)
+        m
     }
 }
 
 /// The session backend: the compiled model when there is one, else the interpreter over `w`.
-pub fn backend<'w>(cpu: &'w Option<CpuModel<'w>>, w: &'w dyn WeightSource) -> Backend<'w> {
-    match cpu {
-        Some(m) => Backend::Cpu(m),
-        None => Backend::Interp(w),
+pub fn backend<'w>(c: &'w Compiled<'w>, w: &'w dyn WeightSource) -> Backend<'w> {
+    match c {
+        Compiled::Cpu(m) => Backend::Cpu(m),
+        Compiled::Cuda(m) => Backend::Cuda(m),
+        Compiled::Interp => Backend::Interp(w),
     }
 }
 
@@ -319,7 +386,7 @@ impl Opened {
                 pb.finish_and_clear();
                 Loaded { kind, _held: held }
             }
-            WeightsPlan::Checkpoint(ckpt) if backend == BackendKind::Cpu => {
+            WeightsPlan::Checkpoint(ckpt) if backend != BackendKind::Interp => {
                 Loaded { kind: Kind::Checkpoint(Weights::new(ckpt)), _held: Reservation::none() }
             }
             WeightsPlan::Checkpoint(ckpt) => {

@@ -56,6 +56,31 @@ impl LowerArgs {
     }
 }
 
+/// `qgc compile --target`: what the artifact carries beyond the compiled program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    /// The compiled program only (the CUDA backend compiles its kernels with NVRTC).
+    Cpu,
+    /// Also the PTX of every CUDA kernel the program launches, for `sm_<arch>`.
+    Cuda(u32),
+}
+
+/// Parser of `--target`: `cpu`, `cuda` (sm_90) or `cuda:sm_XX`.
+fn target(s: &str) -> Result<Target, String> {
+    const FORMS: &str = "expected cpu, cuda (= cuda:sm_90) or cuda:sm_XX, e.g. cuda:sm_80, cuda:sm_90, cuda:sm_100";
+    match s {
+        "cpu" => Ok(Target::Cpu),
+        "cuda" => Ok(Target::Cuda(90)),
+        _ => s
+            .strip_prefix("cuda:sm_")
+            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|d| d.parse::<u32>().ok())
+            .filter(|a| qgc_codegen::cuda::ARCHES.contains(a))
+            .map(Target::Cuda)
+            .ok_or_else(|| FORMS.to_string()),
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Validate, lower and verify MODEL, write an artifact, print a summary.
@@ -76,6 +101,11 @@ enum Cmd {
         /// Write each entry point's IR before and after every pass to DIR/<entry>.<NN>-<pass>.qir.
         #[arg(long, value_name = "DIR")]
         dump_all: Option<PathBuf>,
+        /// `cpu` (the compiled program only), or `cuda[:sm_XX]` (default sm_90): also embed the
+        /// PTX of every CUDA kernel the program launches, compiled now with NVRTC, so that
+        /// `--backend cuda` runs the artifact without NVRTC.
+        #[arg(long, value_name = "TARGET", default_value = "cpu", value_parser = target)]
+        target: Target,
     },
     /// Print MODEL's summary (and its IR with --ir); an artifact's compiled program as stored.
     Inspect {
@@ -85,7 +115,8 @@ enum Cmd {
         #[arg(long)]
         ir: bool,
         /// Print the summary as one JSON object (params, active_params, state_bytes_per_sequence,
-        /// fallback_nodes, per-entry kernel counts and arenas).
+        /// fallback_nodes, per-entry kernel counts and arenas; `cuda`: an artifact's embedded PTX
+        /// — arch, families, chains, ptx_bytes, nvrtc — or null).
         #[arg(long, conflicts_with_all = ["ir", "dot"])]
         json: bool,
         /// Context length for the state-size line.
@@ -132,8 +163,8 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     qgc_runtime::budget::set_limit(cli.memory_limit);
     match cli.cmd {
-        Cmd::Compile { model, out, context, lower, dump_after, dump_all } => {
-            compile(&model, &out, context, &lower.options(), &Dumps { after: dump_after, dir: dump_all })
+        Cmd::Compile { model, out, context, lower, dump_after, dump_all, target } => {
+            compile(&model, &out, context, &lower.options(), &Dumps { after: dump_after, dir: dump_all }, target)
         }
         Cmd::Inspect { model, ir, json, context, lower, dot } => {
             let t0 = Instant::now();
@@ -145,11 +176,16 @@ fn run(cli: Cli) -> Result<()> {
             };
             qgc_runtime::model::admit_one_step(&m.spec, &compiled)?;
             if json {
-                println!("{}", summary::json(&m.spec, &compiled, context));
+                let mut v = summary::json(&m.spec, &compiled, context);
+                v["cuda"] = m.cuda.as_ref().map_or(serde_json::Value::Null, |k| k.json());
+                println!("{v}");
                 return Ok(());
             }
             print!("{}", summary::render(&m.spec, &m.program, context));
             print!("{}", summary::compiled(&compiled));
+            if let Some(k) = &m.cuda {
+                println!("cuda       {}", k.summary());
+            }
             if m.kind == qgc_runtime::ModelKind::Artifact {
                 println!("loaded     {} in {opened_ms:.1} ms (checked, no pass run)", model.display());
             }
@@ -184,7 +220,14 @@ struct Dumps {
     dir: Option<PathBuf>,
 }
 
-fn compile(model: &Path, out: &Path, context: u64, options: &LowerOptions, dumps: &Dumps) -> Result<()> {
+fn compile(
+    model: &Path,
+    out: &Path,
+    context: u64,
+    options: &LowerOptions,
+    dumps: &Dumps,
+    target: Target,
+) -> Result<()> {
     let t0 = Instant::now();
     let m = open_model(model, options)?;
     if m.kind == qgc_runtime::ModelKind::Artifact {
@@ -192,11 +235,20 @@ fn compile(model: &Path, out: &Path, context: u64, options: &LowerOptions, dumps
     }
     let (compiled, reports, dumped) = run_passes(&m.program, dumps)?;
     qgc_runtime::model::admit_one_step(&m.spec, &compiled)?;
-    let art = Artifact::new(m.spec, m.options, m.program, compiled);
+    let mut art = Artifact::new(m.spec, m.options, m.program, compiled);
+    // All the PTX before anything is written: a failed kernel leaves no artifact.
+    if let Target::Cuda(arch) = target {
+        let k = qgc_runtime::cuda::nvrtc::kernels_for(&art.compiled, arch)
+            .with_context(|| format!("--target cuda:sm_{arch}: compiling the CUDA kernels"))?;
+        art.cuda = Some(k);
+    }
     art.write(out)?;
     print!("{}", summary::render(&art.spec, &art.program, context));
     reports.iter().for_each(|r| print!("{r}"));
     print!("{}", summary::compiled(&art.compiled));
+    if let Some(k) = &art.cuda {
+        println!("cuda       {}", k.summary());
+    }
     print!("{dumped}");
     println!("wrote      {} in {:.1} ms", out.display(), t0.elapsed().as_secs_f64() * 1e3);
     Ok(())

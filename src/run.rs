@@ -128,10 +128,14 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let weights_s = t_load.elapsed().as_secs_f64();
     let cpu = a.backend.compile(&m, loaded.raw())?;
     let load_s = t_load.elapsed().as_secs_f64();
+    let t = load_s - weights_s;
     let how = match (&cpu, m.compiled.is_some()) {
-        (None, _) => "interpreter".to_string(),
-        (Some(_), true) => format!("compiled program loaded, host code + binding {:.2} s", load_s - weights_s),
-        (Some(_), false) => format!("compiled + host code + binding {:.2} s", load_s - weights_s),
+        (crate::load::Compiled::Interp, _) => "interpreter".to_string(),
+        (crate::load::Compiled::Cuda(c), _) => {
+            format!("{}: compiled + kernels + upload {t:.2} s", c.device().describe())
+        }
+        (_, true) => format!("compiled program loaded, host code + binding {t:.2} s"),
+        (_, false) => format!("compiled + host code + binding {t:.2} s"),
     };
 
     // The prompt must fit the positions; the continuation may run past them, as HF's generate

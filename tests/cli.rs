@@ -179,7 +179,7 @@ const CASES: &[(&str, Setup, &str)] = &[
         b[8..12].copy_from_slice(&1u32.to_le_bytes());
         std::fs::write(&a, &b).unwrap();
         vec!["run".into(), a.display().to_string(), "--random-weights".into(), "--tokens".into(), "1".into()]
-    }, "error: $TMP/m.qgc: artifact format version 1, this qgc reads version 2; recompile the model"),
+    }, "error: $TMP/m.qgc: artifact format version 1, this qgc reads version 3; recompile the model"),
     ("artifact: compiled twice", |t| {
         let a = t.join("m.qgc");
         let (code, _, err) = qgc(&["compile", "models/qwen3-next-tiny.json", "-o", &a.display().to_string()], t);

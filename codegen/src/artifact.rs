@@ -1,13 +1,17 @@
 //! The artifact file: `MAGIC` (8 bytes), format version (u32 LE), payload length (u64 LE), the
 //! payload (JSON: qgc version, spec hash, spec, lowering options, the lowered program, and the
 //! compiled program — optimised graphs, load graphs, schedules with kernel bindings and memory
-//! plans, [`CompiledProgram`]), and the SHA-256 of the payload (32 bytes). Writing is
+//! plans, [`CompiledProgram`], and with `qgc compile --target cuda[:sm_XX]` the PTX of every CUDA
+//! kernel it launches, [`CudaKernels`]), and the SHA-256 of the payload (32 bytes). Writing is
 //! deterministic (same spec, same bytes) and atomic (a temporary file renamed into place), so a
 //! failed compile leaves nothing half-written. Reading checks everything a runtime relies on —
 //! magic, version, length, checksum, spec hash, every graph verifies, every schedule is this
-//! compiler's schedule of its graph — and runs no pass.
+//! compiler's schedule of its graph, embedded PTX targets a sane arch and covers every chain —
+//! and runs no pass. (Whether the PTX covers every kernel family is the runtime's check: it
+//! owns the kernel list.)
 
 use crate::compile::{CompileError, CompiledProgram};
+use crate::cuda::CudaKernels;
 use qgc_ir::{LowerOptions, ModelSpec, Program};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -16,8 +20,9 @@ use std::path::Path;
 
 /// First bytes of every artifact.
 pub const MAGIC: &[u8; 8] = b"QGCART\0\n";
-/// Bumped whenever the layout or payload schema changes (2: the compiled program).
-pub const FORMAT_VERSION: u32 = 2;
+/// Bumped whenever the layout or payload schema changes (2: the compiled program; 3: the CUDA
+/// kernels' PTX).
+pub const FORMAT_VERSION: u32 = 3;
 const HEADER: usize = 8 + 4 + 8;
 
 /// Artifact read/write failures.
@@ -84,6 +89,9 @@ pub struct Artifact {
     pub program: Program,
     /// The compiled program (what the compiled backends run).
     pub compiled: CompiledProgram,
+    /// The PTX of every CUDA kernel the program launches, for one arch (`--target cuda`);
+    /// `None` for a CPU artifact (the CUDA backend then compiles with NVRTC).
+    pub cuda: Option<CudaKernels>,
 }
 
 /// SHA-256 hex of the spec's canonical JSON.
@@ -159,6 +167,7 @@ impl Artifact {
             options,
             program,
             compiled,
+            cuda: None,
         }
     }
 
@@ -206,6 +215,9 @@ impl Artifact {
             return Err(bad("the compiled program's state layout differs from the program's".into()));
         }
         art.compiled.verify().map_err(|e| ArtifactError::Compiled { path: path.into(), source: Box::new(e) })?;
+        if let Some(k) = &art.cuda {
+            k.check(&art.compiled).map_err(bad)?;
+        }
         Ok(art)
     }
 
@@ -269,7 +281,7 @@ mod tests {
         assert_eq!(msg(&flipped), "m.qgc: checksum mismatch: the artifact is corrupted");
         let mut v2 = bytes.clone();
         v2[8] = 9;
-        assert_eq!(msg(&v2), "m.qgc: artifact format version 9, this qgc reads version 2; recompile the model");
+        assert_eq!(msg(&v2), "m.qgc: artifact format version 9, this qgc reads version 3; recompile the model");
         assert!(msg(&bytes[..bytes.len() - 5]).starts_with("m.qgc: truncated artifact:"));
         assert_eq!(msg(&bytes[..15]), "m.qgc: truncated artifact header");
     }
@@ -300,5 +312,47 @@ mod tests {
             cause.starts_with("decode: weight load:") && cause.ends_with("has no output of its type in the load graph"),
             "{cause}"
         );
+    }
+
+    /// Fake PTX for every chain the tiny model launches, and one family.
+    fn with_cuda(arch: u32) -> Artifact {
+        let mut a = tiny();
+        let ptx = |arch: u32| format!("//\n.version 9.0\n.target sm_{arch}\n.address_size 64\n");
+        let mut modules: std::collections::BTreeMap<String, String> =
+            crate::cuda::launched_chains(&a.compiled).into_keys().map(|n| (n, ptx(arch))).collect();
+        assert!(!modules.is_empty(), "the tiny model launches no chain");
+        modules.insert("norm".into(), ptx(arch));
+        a.cuda = Some(CudaKernels { arch, nvrtc: "13.0".into(), modules });
+        a
+    }
+
+    #[test]
+    fn carries_cuda_kernels_and_checks_them() {
+        let a = with_cuda(90);
+        let bytes = a.to_bytes();
+        assert_eq!(bytes, with_cuda(90).to_bytes(), "two compiles differ");
+        assert_eq!(Artifact::from_bytes(&bytes, "x").unwrap(), a);
+        let k = a.cuda.as_ref().unwrap();
+        assert_eq!((k.families(), k.chains()), (1, k.modules.len() - 1));
+        assert!(
+            k.summary().starts_with(&format!("sm_90, 1 kernel families + {} chains, ", k.chains())),
+            "{}",
+            k.summary()
+        );
+        let msg = |a: &Artifact| Artifact::from_bytes(&a.to_bytes(), "m.qgc").unwrap_err().to_string();
+        assert_eq!(msg(&with_cuda(30)), "m.qgc: CUDA kernels for sm_30: not an arch qgc targets (sm_50 to sm_200)");
+        let mut b = with_cuda(90);
+        b.cuda.as_mut().unwrap().arch = 80;
+        assert_eq!(msg(&b), "m.qgc: CUDA kernel module norm: its PTX does not target sm_80");
+        let mut c = with_cuda(90);
+        let first = c.cuda.as_ref().unwrap().modules.keys().find(|n| CudaKernels::is_chain(n)).unwrap().clone();
+        c.cuda.as_mut().unwrap().modules.remove(&first);
+        assert_eq!(
+            msg(&c),
+            format!("m.qgc: CUDA kernels: no PTX for the elementwise chain {first} the program launches")
+        );
+        assert_eq!(crate::cuda::ptx_target(".target sm_900\n"), Some(900));
+        assert_eq!(crate::cuda::ptx_target("  .target sm_90a, debug\n"), Some(90));
+        assert_eq!(crate::cuda::ptx_target(".version 9.0\n"), None);
     }
 }

@@ -134,6 +134,102 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
+/// The PTX of every kernel a program launches, for one arch, as an artifact carries it
+/// (`qgc compile --target cuda[:sm_XX]`): module name (a kernel family, or a rendered chain's
+/// [`chain_kernel_name`]) → PTX text. A GPU machine runs such an artifact without NVRTC.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct CudaKernels {
+    /// Compute capability the PTX targets (90 for sm_90).
+    pub arch: u32,
+    /// NVRTC version that wrote it (`13.0`).
+    pub nvrtc: String,
+    /// Module name → PTX.
+    pub modules: std::collections::BTreeMap<String, String>,
+}
+
+/// Every elementwise chain `p` launches, by kernel name ([`chain_kernel_name`]), over all its
+/// entry points' schedules (the first of equal names: the inner length is a launch parameter).
+pub fn launched_chains(p: &crate::compile::CompiledProgram) -> std::collections::BTreeMap<String, &EwChain> {
+    let mut out = std::collections::BTreeMap::new();
+    for c in p.entries.iter().flat_map(|e| &e.schedule.chains) {
+        out.entry(chain_kernel_name(c)).or_insert(c);
+    }
+    out
+}
+
+/// The arches an artifact may target (`sm_50` … `sm_200`).
+pub const ARCHES: std::ops::RangeInclusive<u32> = 50..=200;
+
+impl CudaKernels {
+    /// Whether `name` is a rendered elementwise chain's module (else a kernel family's).
+    pub fn is_chain(name: &str) -> bool {
+        name.starts_with("qgc_ew_")
+    }
+
+    /// How many kernel-family modules it holds.
+    pub fn families(&self) -> usize {
+        self.modules.keys().filter(|k| !Self::is_chain(k)).count()
+    }
+
+    /// How many chain modules it holds.
+    pub fn chains(&self) -> usize {
+        self.modules.keys().filter(|k| Self::is_chain(k)).count()
+    }
+
+    /// Bytes of PTX text, all modules together.
+    pub fn ptx_bytes(&self) -> usize {
+        self.modules.values().map(String::len).sum()
+    }
+
+    /// One line for summaries: `sm_90, 10 kernel families + 7 chains, 1.2 MiB of PTX (NVRTC 13.0)`.
+    pub fn summary(&self) -> String {
+        format!(
+            "sm_{}, {} kernel families + {} chains, {} of PTX (NVRTC {})",
+            self.arch,
+            self.families(),
+            self.chains(),
+            qgc_ir::poly::human_bytes(self.ptx_bytes() as u64, 1),
+            self.nvrtc
+        )
+    }
+
+    /// The `--json` object of summaries: arch, families, chains, ptx_bytes, nvrtc.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "arch": format!("sm_{}", self.arch),
+            "families": self.families(),
+            "chains": self.chains(),
+            "ptx_bytes": self.ptx_bytes(),
+            "nvrtc": self.nvrtc,
+        })
+    }
+
+    /// Checks what an artifact reader can without the runtime's kernel list: a sane arch, every
+    /// module's PTX targeting it, and a module for every chain `p` launches.
+    pub fn check(&self, p: &crate::compile::CompiledProgram) -> Result<(), String> {
+        if !ARCHES.contains(&self.arch) {
+            return Err(format!("CUDA kernels for sm_{}: not an arch qgc targets (sm_50 to sm_200)", self.arch));
+        }
+        for (name, ptx) in &self.modules {
+            if ptx_target(ptx) != Some(self.arch) {
+                return Err(format!("CUDA kernel module {name}: its PTX does not target sm_{}", self.arch));
+            }
+        }
+        if let Some(missing) = launched_chains(p).into_keys().find(|n| !self.modules.contains_key(n)) {
+            return Err(format!("CUDA kernels: no PTX for the elementwise chain {missing} the program launches"));
+        }
+        Ok(())
+    }
+}
+
+/// The arch of PTX's `.target sm_XX` directive (`sm_90a` and the like count as `sm_90`).
+pub(crate) fn ptx_target(ptx: &str) -> Option<u32> {
+    let line = ptx.lines().map(str::trim).find(|l| l.starts_with(".target"))?;
+    let first = line[".target".len()..].split(',').next()?.trim();
+    let digits: String = first.strip_prefix("sm_")?.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,9 @@ pub struct Model {
     pub program: Program,
     /// The compiled program, when MODEL was an artifact (otherwise compiled on demand).
     pub compiled: Option<CompiledProgram>,
+    /// The PTX of its CUDA kernels, when MODEL was an artifact compiled with `--target cuda`
+    /// (checked: every kernel family and chain is there); otherwise NVRTC compiles them.
+    pub cuda: Option<qgc_codegen::cuda::CudaKernels>,
     /// What the argument was.
     pub kind: ModelKind,
     /// The HF directory, when MODEL was one (its weights are the default).
@@ -119,11 +122,17 @@ pub fn open_model(path: &Path, options: &LowerOptions) -> Result<Model, ModelErr
     let bytes = crate::budget::read(path).map_err(io(path))?;
     if Artifact::sniff(&bytes) {
         let art = Artifact::from_bytes(&bytes, &shown)?;
+        if let Some(k) = &art.cuda {
+            crate::cuda::nvrtc::check_families(k).map_err(|message| {
+                ModelError::Artifact(qgc_codegen::ArtifactError::Invalid { path: shown.clone(), message })
+            })?;
+        }
         return Ok(Model {
             spec: art.spec,
             options: art.options,
             program: art.program,
             compiled: Some(art.compiled),
+            cuda: art.cuda,
             kind: ModelKind::Artifact,
             hf_dir: None,
         });
@@ -147,7 +156,7 @@ fn import(config: &Path, text: &str, names: Option<&[String]>) -> Result<ModelSp
 
 fn lowered(spec: ModelSpec, options: &LowerOptions, kind: ModelKind, path: &str) -> Result<Model, ModelError> {
     let program = qgc_ir::lower(&spec, options).map_err(|source| ModelError::Lower { path: path.into(), source })?;
-    Ok(Model { spec, options: *options, program, compiled: None, kind, hf_dir: None })
+    Ok(Model { spec, options: *options, program, compiled: None, cuda: None, kind, hf_dir: None })
 }
 
 /// Bytes of every weight of `spec` at `elem` bytes each (with the MTP block's when `mtp`), in

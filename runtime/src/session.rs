@@ -26,6 +26,9 @@ pub enum SessionError {
     /// The state (or what the call needs) does not fit in the memory budget.
     #[error(transparent)]
     Budget(#[from] crate::budget::BudgetError),
+    /// The CUDA backend rejected the call (a launch, a copy, device memory).
+    #[error(transparent)]
+    Cuda(#[from] crate::cuda::CudaError),
     /// An earlier call failed while updating the state in place; the session must be reset.
     #[error("the session's state was lost when an earlier call failed; reset it")]
     Poisoned,
@@ -57,6 +60,8 @@ pub enum Backend<'w> {
     Interp(&'w dyn WeightSource),
     /// The compiled CPU backend.
     Cpu(&'w CpuModel<'w>),
+    /// The same compiled program on a CUDA device (a GPU or the PTX interpreter).
+    Cuda(&'w crate::cuda::model::CudaModel<'w>),
 }
 
 /// Batch state for `B` sequences, executed by the reference interpreter or the compiled backend.
@@ -556,6 +561,10 @@ fn step(
             Ok(rest)
         }
         Backend::Cpu(m) => {
+            let inputs: BTreeMap<String, Tensor> = extra.into_iter().map(|(n, t)| (n.to_string(), t)).collect();
+            Ok(m.run(entry, bind, &inputs, state)?)
+        }
+        Backend::Cuda(m) => {
             let inputs: BTreeMap<String, Tensor> = extra.into_iter().map(|(n, t)| (n.to_string(), t)).collect();
             Ok(m.run(entry, bind, &inputs, state)?)
         }

@@ -70,7 +70,13 @@ fn every_op_on_the_cuda_backend_through_the_ptx_interpreter() {
         panic!("this test compiles every kernel with NVRTC: {e}");
     }
     let opts = qgc_ptx::Options { order: qgc_ptx::Order::Random(11), ..Default::default() };
-    let dev: Arc<dyn Device> = Arc::new(PtxDevice::new(90, 8 << 30, opts));
+    // GPU 0 instead when QGC_TEST_DEVICE=gpu (the GPU check, scripts/gpu-check).
+    let dev: Arc<dyn Device> = match std::env::var("QGC_TEST_DEVICE").as_deref() {
+        Ok("gpu") => {
+            Arc::new(qgc_runtime::cuda::gpu::GpuDevice::open(0).unwrap_or_else(|e| panic!("QGC_TEST_DEVICE=gpu: {e}")))
+        }
+        _ => Arc::new(PtxDevice::new(90, 8 << 30, opts)),
+    };
     let (rows, failures) = run_table(&Cuda { dev });
     if std::env::var_os("QGC_SHOW").is_some() {
         for r in &rows {

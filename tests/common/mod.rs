@@ -4,9 +4,15 @@
 use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 
-/// The repository root.
+/// The repository root (`QGC_ROOT` overrides it: test binaries carried to another machine, as
+/// `scripts/gpu-check` does, find the tree there).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("QGC_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The qgc binary under test (`QGC_BIN` overrides it, as `QGC_ROOT`).
+pub fn qgc_bin() -> PathBuf {
+    std::env::var_os("QGC_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_qgc")))
 }
 
 /// `tests/fixtures/<name>`.
@@ -121,7 +127,7 @@ pub fn assert_golden(text: &str, golden: &str) {
 /// Runs the qgc binary with `args` in the repo root; returns (exit code, stdout, stderr), with
 /// `tmp` written as `$TMP` and the repo root as `$ROOT` so expected texts need no machine paths.
 pub fn qgc(args: &[&str], tmp: &Path) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qgc")).args(args).current_dir(root()).output().unwrap();
+    let out = std::process::Command::new(qgc_bin()).args(args).current_dir(root()).output().unwrap();
     let norm = |b: &[u8]| {
         let s = String::from_utf8_lossy(b).replace(&tmp.display().to_string(), "$TMP");
         s.replace(&root().display().to_string(), "$ROOT")

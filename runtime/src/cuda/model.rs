@@ -15,6 +15,7 @@ use crate::compiled::{CpuModel, Entry};
 use crate::tensor::{StateTensor, Tensor};
 use crate::weights::HostTensor;
 use qgc_codegen::binding::{Epilogue, Kernel};
+use qgc_codegen::cuda::CudaKernels;
 use qgc_codegen::host::{Base, IoKind, Step};
 use qgc_ir::interp::{eval_op, Tensor as ITensor};
 use qgc_ir::{Bindings, DType, Value};
@@ -29,6 +30,8 @@ pub struct CudaModel<'w> {
     /// Device copies of the CPU model's bound tensors (same index), with their dtype.
     tensors: Vec<(DevPtr, DType, usize)>,
     chains: Mutex<BTreeMap<String, ModuleId>>,
+    /// The artifact's PTX, when the model came from one (chains are loaded from it).
+    embedded: Option<CudaKernels>,
 }
 
 /// Device buffers freed when the call ends, however it ends.
@@ -76,9 +79,34 @@ fn tensor_bytes(t: &Tensor) -> Vec<u8> {
 
 /// Compiles every kernel source for `dev`'s arch (through the PTX cache) and loads it.
 pub fn load_kernels(dev: &dyn Device) -> Result<Loaded, CudaError> {
+    load_kernels_from(dev, None)
+}
+
+/// Loads every kernel source on `dev`: from `embedded` PTX (an artifact's) when given — no
+/// NVRTC needed; a module it lacks or PTX for another arch is an error — else compiled.
+pub fn load_kernels_from(dev: &dyn Device, embedded: Option<&CudaKernels>) -> Result<Loaded, CudaError> {
+    if let Some(e) = embedded {
+        if e.arch != dev.arch() {
+            return Err(CudaError::Load {
+                module: "the artifact's kernels".into(),
+                message: format!(
+                    "compiled for sm_{}, this device is sm_{}; recompile with --target cuda:sm_{}",
+                    e.arch,
+                    dev.arch(),
+                    dev.arch()
+                ),
+            });
+        }
+    }
     let mut loaded = Loaded::default();
     for s in k::SOURCES {
-        let ptx = nvrtc::compile(s, dev.arch())?;
+        let ptx = match embedded {
+            Some(e) => e.modules.get(s.name).cloned().ok_or_else(|| CudaError::Load {
+                module: s.name.into(),
+                message: "the artifact carries no PTX for it".into(),
+            })?,
+            None => nvrtc::compile(s, dev.arch())?,
+        };
         loaded.insert(s.name, dev.load_module(s.name, &ptx)?);
     }
     Ok(loaded)
@@ -88,7 +116,17 @@ impl<'w> CudaModel<'w> {
     /// Takes a CPU-compiled model (its schedules and bound weights) to `dev`: compiles and
     /// loads the kernels, checks the weights fit the device's free memory, uploads them.
     pub fn new(cpu: CpuModel<'w>, dev: Arc<dyn Device>) -> Result<CudaModel<'w>, CudaError> {
-        let loaded = load_kernels(dev.as_ref())?;
+        CudaModel::with_kernels(cpu, dev, None)
+    }
+
+    /// As [`CudaModel::new`], with the kernels' PTX taken from `embedded` (an artifact's) when
+    /// given: chains and families are loaded from it and NVRTC is never called.
+    pub fn with_kernels(
+        cpu: CpuModel<'w>,
+        dev: Arc<dyn Device>,
+        embedded: Option<&CudaKernels>,
+    ) -> Result<CudaModel<'w>, CudaError> {
+        let loaded = load_kernels_from(dev.as_ref(), embedded)?;
         let host = cpu.bound_tensors();
         let need: usize = host.iter().map(|t| t.len() * if t.is_bf16() { 2 } else { 4 }).sum();
         let (free, _) = dev.memory()?;
@@ -109,7 +147,8 @@ impl<'w> CudaModel<'w> {
             dev.htod(&bytes, p)?;
             tensors.push((p, dt, t.len()));
         }
-        Ok(CudaModel { cpu, dev, loaded, tensors, chains: Mutex::new(BTreeMap::new()) })
+        let embedded = embedded.cloned();
+        Ok(CudaModel { cpu, dev, loaded, tensors, chains: Mutex::new(BTreeMap::new()), embedded })
     }
 
     /// The device.
@@ -127,7 +166,13 @@ impl<'w> CudaModel<'w> {
         if let Some(m) = c.get(name) {
             return Ok(*m);
         }
-        let ptx = nvrtc::compile_text(name, &text(), self.dev.arch())?;
+        let ptx = match &self.embedded {
+            Some(e) => e.modules.get(name).cloned().ok_or_else(|| CudaError::Load {
+                module: name.into(),
+                message: "the artifact carries no PTX for this elementwise chain".into(),
+            })?,
+            None => nvrtc::compile_text(name, &text(), self.dev.arch())?,
+        };
         let m = self.dev.load_module(name, &ptx)?;
         c.insert(name.to_string(), m);
         Ok(m)

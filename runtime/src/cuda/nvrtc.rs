@@ -4,7 +4,9 @@
 //! **Where qgc looks** (first hit wins; no environment variable is needed): the folder
 //! `scripts/cuda-tools` installs into (`$QGC_CUDA_TOOLS`, else
 //! `${XDG_CACHE_HOME:-~/.cache}/qgc/cuda-tools-13.0`, holding `nvidia/cu13/{lib,include,bin}`),
-//! then a system toolkit (`$CUDA_PATH`, `/usr/local/cuda`). The library is `dlopen`ed by
+//! then a system toolkit (`$CUDA_PATH`, `/usr/local/cuda`). `QGC_NO_NVRTC=1` makes qgc find
+//! none (the usual "not found" error, nothing compiled and no PTX read from the cache): tests use
+//! it to prove that an artifact with embedded PTX runs without NVRTC. The library is `dlopen`ed by
 //! absolute path (its builtins first, with global symbols), after which cudarc's loader finds it
 //! by soname; cudarc panics on a missing library, so nothing reaches it before that.
 //!
@@ -12,8 +14,9 @@
 //! text, the options, the arch and NVRTC's version; written to a temporary file and renamed,
 //! so a reader never sees half a file.
 
-use super::kernels::Source;
+use super::kernels::{Source, SOURCES};
 use super::CudaError;
+use qgc_codegen::cuda::CudaKernels;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -69,8 +72,12 @@ fn find_in(root: &Path) -> Option<Tools> {
     Some(Tools { nvrtc: lib, include, ptxas })
 }
 
-/// Finds NVRTC and the headers, or names where it looked and the command to run.
+/// Finds NVRTC and the headers, or names where it looked and the command to run (none at all
+/// under `QGC_NO_NVRTC=1`).
 pub fn tools() -> Result<Tools, CudaError> {
+    if std::env::var_os("QGC_NO_NVRTC").is_some_and(|v| !v.is_empty() && v != "0") {
+        return Err(CudaError::NoNvrtc { looked: "no folder: QGC_NO_NVRTC is set".into() });
+    }
     let roots = tool_roots();
     roots.iter().find_map(|r| find_in(r)).ok_or_else(|| CudaError::NoNvrtc {
         looked: roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", "),
@@ -200,4 +207,33 @@ pub fn compile_text(name: &str, text: &str, arch: u32) -> Result<String, CudaErr
         }
     }
     Ok(ptx)
+}
+
+/// The PTX of every kernel `p` launches, compiled for `sm_<arch>` (through the disk cache):
+/// every kernel family of [`SOURCES`] and every elementwise chain of every entry point — what
+/// `qgc compile --target cuda` embeds in an artifact. All or nothing: the first NVRTC failure
+/// (or a missing NVRTC) is the error.
+pub fn kernels_for(p: &qgc_codegen::compile::CompiledProgram, arch: u32) -> Result<CudaKernels, CudaError> {
+    let (major, minor) = version()?;
+    let mut modules = std::collections::BTreeMap::new();
+    for s in SOURCES {
+        modules.insert(s.name.to_string(), compile(s, arch)?);
+    }
+    for (name, chain) in qgc_codegen::cuda::launched_chains(p) {
+        let ptx = compile_text(&name, &qgc_codegen::cuda::render_chain(&name, chain), arch)?;
+        modules.insert(name, ptx);
+    }
+    Ok(CudaKernels { arch, nvrtc: format!("{major}.{minor}"), modules })
+}
+
+/// Checks that `k` (an artifact's PTX) holds a module for every kernel family of [`SOURCES`]:
+/// the family missing, named, else `Ok`.
+pub fn check_families(k: &CudaKernels) -> Result<(), String> {
+    match SOURCES.iter().find(|s| !k.modules.contains_key(s.name)) {
+        Some(s) => Err(format!(
+            "its CUDA kernels lack the kernel family {} (written by another qgc?); recompile with --target cuda:sm_{}",
+            s.name, k.arch
+        )),
+        None => Ok(()),
+    }
 }
