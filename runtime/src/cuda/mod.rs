@@ -1,7 +1,8 @@
 //! The CUDA backend: a device layer with two implementations behind one trait
 //! ([`device::Device`]): a real GPU through cudarc ([`gpu`]) and the PTX interpreter of
 //! `qgc-ptx` ([`ptx`]); NVRTC compilation with a disk cache ([`nvrtc`]); and the kernels, each a
-//! CUDA C file beside the Rust launcher that owns it ([`kernels`]).
+//! CUDA C file beside the Rust launcher that owns it ([`kernels`]); the `ptxas -v` report of
+//! every shipped kernel ([`ptxas`], kept in `kernels/PTXAS.md`).
 
 pub mod device;
 pub mod gpu;
@@ -9,6 +10,7 @@ pub mod kernels;
 pub mod model;
 pub mod nvrtc;
 pub mod ptx;
+pub mod ptxas;
 
 pub use device::{Arg, DevPtr, Device, Gemm, GemmType, LaunchConfig, ModuleId, Transpose};
 

@@ -8,8 +8,9 @@
 //! - A, B `CUDA_R_16BF`, C `CUDA_R_32F` (bf16 inputs, f32 accumulation and output).
 //!
 //! A mixed pair (bf16 weights × f32 activations) is not in that table and is refused with
-//! [`CudaError::Invalid`]: the launcher converts the bf16 operand to f32 (exact) first. Rounding
-//! the f32 operand to bf16 instead would lose precision and is never done here. f32 × f32 stays
+//! [`CudaError::Invalid`]: the matmul launcher never asks for one (bf16 weights above 8 rows
+//! run its GEMV kernel over chunks of rows, `kernels/linear/mod.rs`). Rounding the f32 operand
+//! to bf16 instead would lose precision and is never done here. f32 × f32 stays
 //! true f32: the compute type is not `CUBLAS_COMPUTE_32F_FAST_TF32` and the handle's math mode
 //! is left at `CUBLAS_DEFAULT_MATH` (no TF32 unless `NVIDIA_TF32_OVERRIDE` says so).
 

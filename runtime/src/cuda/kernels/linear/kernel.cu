@@ -1,9 +1,12 @@
 // The matmul family (qgc_ir::interp::linear::matmul and the fused forms in interp::fused):
 // y [rows, n] = x [rows, k] · w [n, k]ᵀ. Small row counts (≤ LIN_ROWS) run the GEMV here with
 // the epilogue fused; larger ones run a cuBLAS-semantics GEMM (Device::gemm) and then the
-// elementwise epilogue kernels below. Weights f32 or bf16 (decoded by bits), f32 accumulation.
+// elementwise epilogue kernels below — for f32 weights; bf16 weights run the GEMV over chunks
+// of ≤ LIN_ROWS rows (see linear/mod.rs). Weights f32 or bf16 (decoded by bits), f32
+// accumulation.
 //
-// Gate indexing (`how`): 0 = Full g[r·n + j], 1 = Row g[r], 2 = Suffix g[(r·n + j) mod glen].
+// Gate indexing (`how`): 0 = Full g[r·n + j], 1 = Row g[r], 2 = Suffix g[(r·n + j) mod glen],
+// with r the row of the whole matmul (the GEMV adds its chunk's first row `row0`).
 
 #define LIN_ROWS 8
 #define LIN_VEC 8
@@ -84,10 +87,11 @@ static __device__ __forceinline__ void lin_dot_rows(const float* x, const W* w, 
 
 // GEMV, one warp per output column j < n, rows ≤ LIN_ROWS. mode 0: out = x·w[j]ᵀ;
 // mode 1 (SwiGLU over w [2n, k]): out = silu(x·w[j]ᵀ) · (x·w[n+j]ᵀ); mode 2: out = (x·w[j]ᵀ) ·
-// σ(g[how]). x: [rows, k]; out: [rows, n] (must not overlap x).
+// σ(g[how]). x: [rows, k]; out: [rows, n] (must not overlap x): a chunk of rows starting at
+// row0 of the whole matmul, whose global row row0 + r indexes the gate g (not offset).
 template <typename W>
 static __device__ void lin_gemv(const float* x, const W* w, const float* g, float* out, int rows, int k, int n,
-                                int mode, int how, long long glen, int vec) {
+                                int mode, int how, long long glen, int vec, long long row0) {
     const long long j = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (j >= n) return;  // warp-uniform
@@ -104,7 +108,7 @@ static __device__ void lin_gemv(const float* x, const W* w, const float* g, floa
             if (lane == 0) {
                 float v = y;
                 if (mode == 1) v = (y / (1.0f + expf(-y))) * u;
-                else if (mode == 2) v = y * lin_sigmoid(g[lin_gate_index(r, j, n, how, glen)]);
+                else if (mode == 2) v = y * lin_sigmoid(g[lin_gate_index(row0 + r, j, n, how, glen)]);
                 out[(long long)r * n + j] = v;
             }
         }
@@ -112,12 +116,12 @@ static __device__ void lin_gemv(const float* x, const W* w, const float* g, floa
 }
 
 extern "C" __global__ void qgc_gemv_f32(const float* x, const float* w, const float* g, float* out, int rows, int k,
-                                        int n, int mode, int how, long long glen, int vec) {
-    lin_gemv<float>(x, w, g, out, rows, k, n, mode, how, glen, vec);
+                                        int n, int mode, int how, long long glen, int vec, long long row0) {
+    lin_gemv<float>(x, w, g, out, rows, k, n, mode, how, glen, vec, row0);
 }
 extern "C" __global__ void qgc_gemv_bf16(const float* x, const unsigned short* w, const float* g, float* out, int rows,
-                                         int k, int n, int mode, int how, long long glen, int vec) {
-    lin_gemv<unsigned short>(x, w, g, out, rows, k, n, mode, how, glen, vec);
+                                         int k, int n, int mode, int how, long long glen, int vec, long long row0) {
+    lin_gemv<unsigned short>(x, w, g, out, rows, k, n, mode, how, glen, vec, row0);
 }
 
 // SwiGLU epilogue: y2: [rows, 2n] (the GEMM of x with the stacked [2n, k] weight) ->

@@ -3,8 +3,19 @@
 //! `qgc_ir::interp::fused`).
 //!
 //! `y [rows, n] = x [rows, k] · w [n, k]ᵀ`. Up to [`GEMV_ROWS`] rows run the warp-per-column
-//! GEMV `qgc_gemv_{f32,bf16}` with the epilogue fused; more rows run one [`Device::gemm`] and
-//! then an elementwise epilogue kernel. In cuBLAS's column-major terms the row-major `y` is
+//! GEMV `qgc_gemv_{f32,bf16}` with the epilogue fused; more rows of f32 weights run one
+//! [`Device::gemm`] and then an elementwise epilogue kernel.
+//!
+//! **bf16 weights above [`GEMV_ROWS`] rows** run the bf16 GEMV once per chunk of at most
+//! [`GEMV_ROWS`] rows (x, out offset to the chunk; the gate left whole and indexed by the
+//! global row, which the kernel gets as `row0`). cuBLAS takes one type for A and B
+//! (`gpu/blas.rs`), so bf16 weights × f32 activations is no cuBLAS call: rounding x to bf16 would
+//! lose precision, and widening the weight to f32 would need a scratch as large as the weight
+//! per call. The chunked GEMV is exact in f32 accumulation and reuses the fused epilogues, so
+//! it is correct first; it reads the weight `⌈rows / 8⌉` times, which is slow for long prefills —
+//! a bf16 tensor-core GEMM with f32 activations is the speed work that comes next.
+//!
+//! In cuBLAS's column-major terms the row-major `y` is
 //! `C = yᵀ` (`n × rows`, `ldc = n`); `w` as stored is the column-major `k × n` matrix `A`
 //! (`lda = k`), used transposed (`op(A) = Aᵀ`, `n × k`, which is `w`); `x` as stored is
 //! the column-major `k × rows` matrix `B` (`ldb = k`), used as is. So `C = Aᵀ·B` with `m = n`,
@@ -54,7 +65,7 @@ fn gate_args(how: Gate) -> Result<[Arg; 2], CudaError> {
 
 /// Bytes of the scratch [`matmul`] needs for `rows` rows: `x ⊙ σ(g)` (`[rows, k]` f32) for the
 /// sigmoid-gate prologue; the `[rows, 2n]` f32 GEMM result for SwiGLU above [`GEMV_ROWS`]
-/// rows; else none.
+/// rows (f32 weights; bf16 weights, which take the chunked GEMV, leave it unused); else none.
 pub fn matmul_scratch_bytes(m: &binding::MatMul, rows: usize) -> usize {
     match m.epilogue {
         Epilogue::SigmoidGatePrologue { .. } => rows.saturating_mul(m.k).saturating_mul(4),
@@ -83,9 +94,9 @@ pub fn matmul(
     out: DevPtr,
     scratch: Option<DevPtr>,
 ) -> Result<(), CudaError> {
-    let (gemm_type, bf16) = match w_dtype {
-        DType::F32 => (GemmType::F32, false),
-        DType::BF16 => (GemmType::Bf16, true),
+    let bf16 = match w_dtype {
+        DType::F32 => false,
+        DType::BF16 => true,
         other => return Err(CudaError::Invalid(format!("matmul: weight dtype {other:?}"))),
     };
     if rows == 0 || m.n == 0 {
@@ -116,7 +127,9 @@ pub fn matmul(
     }
     let cols = if m.epilogue == Epilogue::SwiGlu { m.n.checked_mul(2) } else { Some(m.n) };
     let cols = cols.ok_or_else(|| CudaError::Invalid("matmul: size overflow".into()))?;
-    if rows <= GEMV_ROWS {
+    if rows <= GEMV_ROWS || bf16 {
+        // The GEMV, over chunks of at most GEMV_ROWS rows (one chunk unless bf16 weights have
+        // more rows; see the module docs).
         let (mode, how) = match m.epilogue {
             Epilogue::Plain | Epilogue::SigmoidGatePrologue { .. } => (0, Gate::Full),
             Epilogue::SwiGlu => (1, Gate::Full),
@@ -124,31 +137,40 @@ pub fn matmul(
         };
         let g = if mode == 2 { need_gate()? } else { gate.unwrap_or(out) };
         let ebytes = if bf16 { 2 } else { 4 };
-        let vec = m.k.is_multiple_of(VEC)
-            && src.0.is_multiple_of(16)
-            && w.0.is_multiple_of(16)
-            && (m.k * ebytes).is_multiple_of(16);
         let cfg = LaunchConfig::linear(blocks(m.n.saturating_mul(32), "GEMV threads")?, THREADS as u32);
-        let [h, len] = gate_args(how)?;
         int(cols, "weight rows")?;
-        let args = [
-            Arg::Ptr(src),
-            Arg::Ptr(w),
-            Arg::Ptr(g),
-            Arg::Ptr(out),
-            Arg::I32(int(rows, "rows")?),
-            Arg::I32(int(m.k, "k")?),
-            Arg::I32(int(m.n, "n")?),
-            Arg::I32(mode),
-            h,
-            len,
-            Arg::I32(i32::from(vec)),
-        ];
+        int(rows, "rows")?;
+        let overflow = || CudaError::Invalid("matmul: size overflow".into());
         let name = if bf16 { "qgc_gemv_bf16" } else { "qgc_gemv_f32" };
-        return loaded.launch(dev, SOURCE.name, name, cfg, &args);
+        for row0 in (0..rows).step_by(GEMV_ROWS) {
+            let chunk = GEMV_ROWS.min(rows - row0);
+            let xs = src.offset(row0.checked_mul(m.k).and_then(|v| v.checked_mul(4)).ok_or_else(overflow)?);
+            let ys = out.offset(row0.checked_mul(m.n).and_then(|v| v.checked_mul(4)).ok_or_else(overflow)?);
+            let vec = m.k.is_multiple_of(VEC)
+                && xs.0.is_multiple_of(16)
+                && w.0.is_multiple_of(16)
+                && (m.k * ebytes).is_multiple_of(16);
+            let [h, len] = gate_args(how)?;
+            let args = [
+                Arg::Ptr(xs),
+                Arg::Ptr(w),
+                Arg::Ptr(g),
+                Arg::Ptr(ys),
+                Arg::I32(int(chunk, "rows")?),
+                Arg::I32(int(m.k, "k")?),
+                Arg::I32(int(m.n, "n")?),
+                Arg::I32(mode),
+                h,
+                len,
+                Arg::I32(i32::from(vec)),
+                Arg::I64(row0 as i64),
+            ];
+            loaded.launch(dev, SOURCE.name, name, cfg, &args)?;
+        }
+        return Ok(());
     }
-    // The GEMM (see the module docs for the column-major mapping), into `out` or, for SwiGLU,
-    // into the scratch.
+    // f32 weights: the GEMM (see the module docs for the column-major mapping), into `out` or,
+    // for SwiGLU, into the scratch.
     let dst = if m.epilogue == Epilogue::SwiGlu { need_scratch()? } else { out };
     dev.gemm(&Gemm {
         trans_a: Transpose::T,
@@ -157,7 +179,7 @@ pub fn matmul(
         n: rows,
         k: m.k,
         alpha: 1.0,
-        a: (w, gemm_type, m.k, 0),
+        a: (w, GemmType::F32, m.k, 0),
         b: (src, GemmType::F32, m.k, 0),
         beta: 0.0,
         c: (dst, cols, 0),
