@@ -1,6 +1,8 @@
 //! The random-graph generator of the differential property tests (after Cranelift's
 //! `cranelift-fuzzgen`), shared by `passes/tests/differential.rs` (pass pipeline vs interpreter)
-//! and `runtime/tests/compiled_differential.rs` (passes + Cranelift host code + CPU kernels vs
+//! and, through `runtime/tests/differential/mod.rs`, `runtime/tests/compiled_differential.rs`
+//! (passes + Cranelift host code + CPU kernels vs interpreter) and
+//! `runtime/tests/cuda_differential.rs` (the CUDA backend on the PTX interpreter vs
 //! interpreter); each includes it with `#[path]`.
 //!
 //! A graph is built from a list of steps `(kind, a, b, c)`, each choice read modulo what is
