@@ -305,6 +305,18 @@ fn gdn(v: &mut Vec<OpCase>) {
         c0.binds = binds_p();
         v.push(c0);
     }
+    // Prefill lengths (backends switch to a chunked form from ~16 tokens): one past a chunk of
+    // 16, whole chunks, a ragged last chunk; odd dims, GQA, batch 2, strong and mild decay.
+    let long = vec![Bindings { b: 2, s: 17, p: 0 }, Bindings { b: 1, s: 64, p: 3 }, Bindings { b: 1, s: 70, p: 0 }];
+    for (hk, hv, dk, dv, decay) in [(1, 3, 7, 9, -1.0), (2, 4, 17, 67, -6.0)] {
+        let qk = || act_in(&[hk, dk], -0.3, 0.3);
+        let state = input(vec![b(), c(hv), c(dk), c(dv)], -0.5, 0.5);
+        let ops = vec![qk(), qk(), act(&[hv, dv]), act_in(&[hv], decay, -0.01), act_in(&[hv], 0.0, 1.0), state];
+        let label = format!("gated_delta_rule long hk={hk} hv={hv} dk={dk} dv={dv} decay={decay}");
+        let mut c0 = case(label, Op::GatedDeltaRule { chunk: None }, ops, RECURRENT);
+        c0.binds = long.clone();
+        v.push(c0);
+    }
 }
 
 fn moe(v: &mut Vec<OpCase>) {

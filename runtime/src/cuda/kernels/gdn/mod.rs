@@ -1,6 +1,7 @@
 //! The `gdn` kernels and their launchers: the Gated DeltaNet gate chain (`Kernel::GdnGates`,
-//! oracle `qgc_ir::interp::fused::gdn_gates`) and the gated delta rule in its recurrent form
-//! (`Kernel::DeltaRule`, oracle `qgc_ir::interp::gdn::gated_delta_rule`).
+//! oracle `qgc_ir::interp::fused::gdn_gates`) and the gated delta rule (`Kernel::DeltaRule`,
+//! oracle `qgc_ir::interp::gdn::gated_delta_rule`): recurrent for decode and short calls,
+//! chunked (WY / UT form, [`CHUNK`] tokens per chunk) from [`CHUNKED_MIN_TOKENS`] tokens.
 
 use super::{Loaded, Source};
 use crate::cuda::{Arg, CudaError, DevPtr, Device, LaunchConfig};
@@ -10,8 +11,22 @@ use qgc_codegen::binding;
 pub const SOURCE: Source = Source {
     name: "gdn",
     text: include_str!("kernel.cu"),
-    kernels: &["qgc_gdn_l2norm", "qgc_gdn_gates", "qgc_gdn_delta_rule"],
+    kernels: &["qgc_gdn_l2norm", "qgc_gdn_gates", "qgc_gdn_delta_rule", "qgc_gdn_delta_rule_chunked"],
 };
+
+/// Tokens per chunk of `qgc_gdn_delta_rule_chunked` (`GDN_CHUNK` in `kernel.cu`).
+pub const CHUNK: usize = 16;
+
+/// Tokens per batch row from which [`delta_rule`] launches the chunked kernel (when its shared
+/// memory fits); decode and shorter calls run the per-token recurrence.
+pub const CHUNKED_MIN_TOKENS: usize = 16;
+
+/// Column-tile width (threads per block) of the chunked kernel: each tile's block recomputes
+/// the chunk's `C × C` matrices, so narrower tiles trade that for more blocks.
+const CHUNKED_THREADS: usize = 64;
+
+/// Shared-memory budget of one block (the default without an opt-in).
+const SHARED_MAX: usize = 48 * 1024;
 
 /// Threads per block of the elementwise and per-warp kernels.
 const THREADS: usize = 128;
@@ -79,9 +94,11 @@ pub fn gdn_gates(
     Ok(())
 }
 
-/// The gated delta rule, token by token (`S ← e^g S; m = Sᵀk; S += k ⊗ β(v − m); o = Sᵀq`),
-/// one block per (column tile of ≤ 128 value columns, value head, batch row); value head `h`
-/// reads q/k head `h / (hv/hk)`.
+/// The gated delta rule (`S ← e^g S; m = Sᵀk; S += k ⊗ β(v − m); o = Sᵀq` per token), one
+/// block per (column tile of value columns, value head, batch row); value head `h` reads q/k
+/// head `h / (hv/hk)`. From [`CHUNKED_MIN_TOKENS`] tokens (and `dk` small enough for its
+/// shared memory) `qgc_gdn_delta_rule_chunked` runs it chunk by chunk (tiles of
+/// [`CHUNKED_THREADS`] columns); otherwise `qgc_gdn_delta_rule` token by token (tiles of ≤ 128).
 ///
 /// Operands `q, k: [batch, s, hk, dk]`, `v: [batch, s, hv, dv]`, `g, beta: [batch, s, hv]`,
 /// `state: [batch, hv, dk, dv]`; results `o: [batch, s, hv, dv]` (may be `v`) and
@@ -105,15 +122,23 @@ pub fn delta_rule(
     if k.hv > 65535 || batch > 65535 {
         return bad(format!("{batch} batch rows × {} value heads exceed the grid", k.hv));
     }
-    let shared = k.dk.checked_mul(8).and_then(|n| u32::try_from(n).ok()).filter(|&n| n <= 48 * 1024);
-    let shared = match shared {
-        Some(n) => n,
-        None => return bad(format!("key head dim {} needs too much shared memory", k.dk)),
+    let floats = |n: Option<usize>| n.and_then(|n| n.checked_mul(4)).filter(|&n| n <= SHARED_MAX);
+    // Chunked: [2C, dk] keys and queries, three [C, C] matrices, four [C] vectors.
+    let chunked = k.dk.checked_mul(2 * CHUNK).and_then(|n| n.checked_add(3 * CHUNK * CHUNK + 4 * CHUNK));
+    let (kernel, shared, width) = match floats(chunked) {
+        Some(n) if s >= CHUNKED_MIN_TOKENS => ("qgc_gdn_delta_rule_chunked", n, CHUNKED_THREADS),
+        _ => match floats(k.dk.checked_mul(2)) {
+            Some(n) => ("qgc_gdn_delta_rule", n, THREADS),
+            None => return bad(format!("key head dim {} needs too much shared memory", k.dk)),
+        },
     };
-    let threads = k.dv.min(THREADS).div_ceil(32) * 32;
+    let threads = k.dv.min(width).div_ceil(32) * 32;
     let tiles = u32::try_from(k.dv.div_ceil(threads)).map_err(|_| CudaError::Invalid("delta_rule: dv".into()))?;
-    let cfg =
-        LaunchConfig { grid: (tiles, k.hv as u32, batch as u32), block: (threads as u32, 1, 1), shared_bytes: shared };
+    let cfg = LaunchConfig {
+        grid: (tiles, k.hv as u32, batch as u32),
+        block: (threads as u32, 1, 1),
+        shared_bytes: shared as u32,
+    };
     let args = [
         Arg::Ptr(q),
         Arg::Ptr(kk),
@@ -129,5 +154,5 @@ pub fn delta_rule(
         Arg::I32(int(k.dk, "dk")?),
         Arg::I32(int(k.dv, "dv")?),
     ];
-    loaded.launch(dev, SOURCE.name, "qgc_gdn_delta_rule", cfg, &args)
+    loaded.launch(dev, SOURCE.name, kernel, cfg, &args)
 }
