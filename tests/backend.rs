@@ -28,8 +28,8 @@ fn f32s(t: &Tensor) -> &[f32] {
 /// Both sessions after the same calls: every state tensor within TOL.
 fn same_state(what: &str, a: &Session, b: &Session) {
     assert_eq!(a.position(), b.position());
-    for (name, t) in a.state() {
-        let e = rel_err(f32s(&b.state()[&name]), f32s(&t));
+    for (name, t) in a.state().unwrap() {
+        let e = rel_err(f32s(&b.state().unwrap()[&name]), f32s(&t));
         assert!(e <= STATE_TOL, "{what}: {name} rel {e:.3e}");
     }
 }

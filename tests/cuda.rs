@@ -98,8 +98,8 @@ fn greedy_ids_equal_the_cpu_backend_and_hf() {
             let mut next = qgc_runtime::sampling::argmax(l.as_f32().unwrap()) as i32;
             let mut ids = vec![next];
             while ids.len() < r.gen_ids.len() {
-                let l = s.decode(&[next]).unwrap();
-                next = qgc_runtime::sampling::argmax(l.as_f32().unwrap()) as i32;
+                // On the CUDA backend the argmax runs on the device (only the id comes back).
+                next = s.decode_argmax(&[next]).unwrap()[0];
                 ids.push(next);
             }
             ids
@@ -177,4 +177,37 @@ fn the_cli_runs_the_cuda_path_on_the_interpreter() {
         assert_eq!(code, 1, "{err}");
         assert!(err.contains("no CUDA driver: libcuda.so.1 not found") || err.contains("no CUDA device"), "{err}");
     }
+}
+
+#[test]
+fn state_stays_on_the_device_and_reads_back_equal_to_the_cpu_backend() {
+    // Enough decode steps that the KV caches grow past their first capacity (re-laid out on
+    // the device), then the state read back from the device against the CPU backend's.
+    let dir = fixture("sharded-fused-mtp");
+    let r = reference(&dir);
+    let (m, w) = open(&dir);
+    let c = cuda(&m, &w, 9);
+    let cpu = CpuModel::compile(&m.program, &w, CpuOptions::default()).unwrap();
+    let vocab = m.spec.vocab_size;
+    let mut a = Session::with_backend(m.program.clone(), Backend::Cuda(&c), vocab, usize::MAX, 1);
+    let mut b = Session::with_backend(m.program.clone(), Backend::Cpu(&cpu), vocab, usize::MAX, 1);
+    let prompt = r.tokens[..5].to_vec();
+    a.prefill(std::slice::from_ref(&prompt)).unwrap();
+    b.prefill(std::slice::from_ref(&prompt)).unwrap();
+    for &t in &r.tokens[5..r.tokens.len().min(45)] {
+        let (x, y) = (a.decode(&[t]).unwrap(), b.decode(&[t]).unwrap());
+        assert!(rel_err(x.as_f32().unwrap(), y.as_f32().unwrap()) <= 1e-5);
+    }
+    let (sa, sb) = (a.state().unwrap(), b.state().unwrap());
+    assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>());
+    for (name, t) in &sb {
+        assert_eq!(sa[name].shape, t.shape, "{name}");
+        let e = rel_err(sa[name].as_f32().unwrap(), t.as_f32().unwrap());
+        assert!(e <= 1e-4, "{name}: rel {e:.3e}");
+    }
+    // A reset drops the device copy: the next call starts from zero state again.
+    a.reset();
+    b.reset();
+    let (x, y) = (a.prefill(std::slice::from_ref(&prompt)).unwrap(), b.prefill(std::slice::from_ref(&prompt)).unwrap());
+    assert!(rel_err(x.as_f32().unwrap(), y.as_f32().unwrap()) <= 1e-5);
 }

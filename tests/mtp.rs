@@ -110,15 +110,15 @@ fn mtp_draft_errors_keep_state() {
     s.prefill(&[r.tokens[..4].to_vec()]).unwrap();
     let hidden = s.hidden().unwrap().clone();
     s.mtp_draft(&rows(&hidden, 0, 2), &[r.tokens[1..3].to_vec()]).unwrap();
-    let before = s.mtp_state().clone();
+    let before = s.mtp_state().unwrap();
     assert!(s.mtp_draft(&hidden, &[r.tokens[1..3].to_vec()]).is_err(), "hidden of 4 rows for 2 tokens");
     assert!(s.mtp_draft(&rows(&hidden, 2, 3), &[vec![-1]]).is_err(), "token outside the vocabulary");
     assert_eq!(s.mtp_position(), 2);
-    assert_eq!(s.mtp_state(), before);
+    assert_eq!(s.mtp_state().unwrap(), before);
     s.reset();
     assert_eq!(s.mtp_position(), 0);
     assert!(s.hidden().is_none());
-    assert!(s.mtp_state().values().all(|t| t.shape[2] == 0));
+    assert!(s.mtp_state().unwrap().values().all(|t| t.shape[2] == 0));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod host_common;
 
-use host_common::{compile, run_host, shims};
+use host_common::{compile, device_shims, run_device, run_host, shims, DeviceStats};
 use qgc_codegen::host::{
     check_plan, compile_entry, ArenaPlan, ArenaPlanner, ArenaRequest, BumpPlanner, HostError, HostOptions, ShimTable,
     Step,
@@ -117,6 +117,37 @@ fn missing_shim_is_an_error() {
     }
     let err = compile_entry(&g, &t, &BumpPlanner, &parallel).unwrap_err();
     assert!(err.to_string().contains("qgc_parallel_for"), "{err}");
+}
+
+#[test]
+fn device_host_code_calls_shims_for_chains_and_copies() {
+    let g = graph();
+    let w = weights();
+    let cpu = compile(&g, &HostOptions::default());
+    let opts = HostOptions { device: true, ..HostOptions::default() };
+    let syms = qgc_codegen::host::required_shims(&g, &opts).unwrap();
+    assert!(syms.contains("qgc_chain") && syms.contains("qgc_copy"), "{syms:?}");
+    let dev = compile_entry(&g, &device_shims(&g, &opts), &BumpPlanner, &opts).expect("device host code compiles");
+    assert_eq!(dev.schedule, cpu.schedule, "one schedule for both");
+    let c = dev.counts();
+    for bind in [Bindings { b: 1, s: 1, p: 0 }, Bindings { b: 2, s: 3, p: 4 }, Bindings { b: 3, s: 17, p: 9 }] {
+        let ins = inputs(bind);
+        let (want, _) = run_host(&cpu, &g, bind, &ins, &w);
+        // Every address the shims get is tagged (a dereference by the host code would fault).
+        let (got, stats) = run_device(&dev, &g, bind, &ins, &w, HostOptions::default().precision);
+        assert_eq!(stats, DeviceStats { kernels: c.kernels, chains: c.chains, copies: c.copies }, "{bind:?}");
+        for (k, v) in &want {
+            let bits = |t: &Tensor| t.as_f32().unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got[k]), bits(v), "{k} at {bind:?}: device host code equals the CPU's bit for bit");
+        }
+    }
+    // Without the chain shim, compiling is an error naming it.
+    let mut t = ShimTable::new();
+    for s in syms.iter().filter(|s| *s != "qgc_chain") {
+        t.kernel(s.clone(), host_common::interp_shim);
+    }
+    let err = compile_entry(&g, &t, &BumpPlanner, &opts).unwrap_err();
+    assert!(matches!(err, HostError::MissingShim { .. }) && err.to_string().contains("qgc_chain"), "{err}");
 }
 
 /// A planner that forgets a value.

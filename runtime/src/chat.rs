@@ -228,7 +228,7 @@ impl<'w> Chat<'w> {
     pub fn save(&self) -> Result<Vec<u8>, ChatError> {
         let s = &self.session;
         let transcript = Tensor::i32(vec![self.fed.len() + self.pending.len()], self.transcript());
-        let (state, mtp_state) = (s.state(), s.mtp_state());
+        let (state, mtp_state) = (s.state()?, s.mtp_state()?);
         let mut tensors: Vec<(&str, &Tensor)> =
             state.iter().chain(mtp_state.iter()).map(|(n, t)| (n.as_str(), t)).collect();
         tensors.push(("transcript", &transcript));

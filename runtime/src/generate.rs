@@ -240,9 +240,16 @@ pub fn generate_from_logits(
         .collect();
     let vocab = logits.len() / seqs.len();
     let mut first_done: Option<Instant> = None;
+    // Greedy sequences need only the argmax (on the device, for the CUDA backend).
+    let greedy = seqs.iter().all(|s| s.sampler.params().is_greedy());
+    let mut ids: Option<Vec<i32>> = None;
     loop {
         for (b, s) in seqs.iter_mut().enumerate().filter(|(_, s)| s.stop.is_none()) {
-            step(s, &logits[b * vocab..(b + 1) * vocab], cfg, |piece| on_text(b, piece))?;
+            let pick = match &ids {
+                Some(ids) => Pick::Id(ids[b]),
+                None => Pick::Row(&logits[b * vocab..(b + 1) * vocab]),
+            };
+            step(s, pick, cfg, |piece| on_text(b, piece))?;
             if first_done.is_some() {
                 timings.decode_tokens += 1;
             }
@@ -260,7 +267,11 @@ pub fn generate_from_logits(
             break;
         }
         let inputs: Vec<i32> = seqs.iter().map(Seq::last_token).collect();
-        logits = session.decode(&inputs)?.as_f32().expect("logits are f32").to_vec();
+        if greedy {
+            ids = Some(session.decode_argmax(&inputs)?);
+        } else {
+            logits = session.decode(&inputs)?.as_f32().expect("logits are f32").to_vec();
+        }
     }
     let end = Instant::now();
     timings.generated_tokens = seqs.iter().map(|s| s.generated.len()).sum();
@@ -269,8 +280,15 @@ pub fn generate_from_logits(
     Ok((out.collect::<Result<_, _>>()?, timings))
 }
 
-/// Samples sequence `s`'s next token from its logits `row` and applies the stop conditions.
-fn step(s: &mut Seq, row: &[f32], cfg: &GenerateConfig, mut emit: impl FnMut(&str)) -> Result<(), GenerateError> {
+/// How the next token is chosen: sampled from a logits row, or already chosen (greedy, argmax
+/// on the device).
+enum Pick<'a> {
+    Row(&'a [f32]),
+    Id(i32),
+}
+
+/// Samples sequence `s`'s next token (or takes the chosen one) and applies the stop conditions.
+fn step(s: &mut Seq, pick: Pick, cfg: &GenerateConfig, mut emit: impl FnMut(&str)) -> Result<(), GenerateError> {
     if s.generated.len() >= cfg.max_new_tokens {
         s.stop = Some(StopReason::MaxTokens);
         return Ok(());
@@ -280,7 +298,10 @@ fn step(s: &mut Seq, row: &[f32], cfg: &GenerateConfig, mut emit: impl FnMut(&st
     } else {
         Vec::new()
     };
-    let id = s.sampler.sample(row, &history);
+    let id = match pick {
+        Pick::Row(row) => s.sampler.sample(row, &history),
+        Pick::Id(id) => id,
+    };
     s.generated.push(id);
     if cfg.eos_ids.contains(&id) {
         s.stop = Some(StopReason::Eos);

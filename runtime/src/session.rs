@@ -95,6 +95,10 @@ pub struct Session<'w> {
     poisoned: bool,
     /// What the state tensors hold in the memory budget (both maps).
     held: Reservation,
+    /// The CUDA backend's copies of `state` / `mtp_state` on the device: while present, they
+    /// hold the values (the host tensors only shapes and capacities).
+    dev_state: Option<crate::cuda::state::DeviceState>,
+    dev_mtp_state: Option<crate::cuda::state::DeviceState>,
 }
 
 pub use crate::tensor::grow_axis;
@@ -162,6 +166,8 @@ impl<'w> Session<'w> {
             mtp_state: BTreeMap::new(),
             poisoned: false,
             held: Reservation::none(),
+            dev_state: None,
+            dev_mtp_state: None,
         };
         s.reset();
         s
@@ -176,6 +182,8 @@ impl<'w> Session<'w> {
         self.hidden = None;
         self.mtp_past = 0;
         self.mtp_state = BTreeMap::new();
+        self.dev_state = None;
+        self.dev_mtp_state = None;
         self.poisoned = false;
         let _ = self.held.resize("", Some(0));
     }
@@ -233,9 +241,10 @@ impl<'w> Session<'w> {
         &self.pad
     }
 
-    /// The current state tensors, by `state.*` name (dense copies).
-    pub fn state(&self) -> BTreeMap<String, Tensor> {
-        dense_state(&self.program.state, &self.state, self.batch)
+    /// The current state tensors, by `state.*` name (dense copies; read back from the device
+    /// when the CUDA backend holds them).
+    pub fn state(&self) -> Result<BTreeMap<String, Tensor>, SessionError> {
+        with_device(dense_state(&self.program.state, &self.state, self.batch), &self.state, &self.dev_state)
     }
 
     /// Replaces everything the session carries between calls with `saved` (what
@@ -287,6 +296,8 @@ impl<'w> Session<'w> {
         };
         self.state = load(&self.program.state, &saved.state);
         self.mtp_state = load(&self.program.mtp_state, &saved.mtp_state);
+        self.dev_state = None;
+        self.dev_mtp_state = None;
         self.past = saved.position;
         self.pad = saved.padding;
         self.hidden = None;
@@ -313,8 +324,12 @@ impl<'w> Session<'w> {
     }
 
     /// The current MTP state tensors (`state.mtp{j}.{k,v}`, dense copies).
-    pub fn mtp_state(&self) -> BTreeMap<String, Tensor> {
-        dense_state(&self.program.mtp_state, &self.mtp_state, self.batch)
+    pub fn mtp_state(&self) -> Result<BTreeMap<String, Tensor>, SessionError> {
+        with_device(
+            dense_state(&self.program.mtp_state, &self.mtp_state, self.batch),
+            &self.mtp_state,
+            &self.dev_mtp_state,
+        )
     }
 
     /// Feeds `tokens[b]` (all the same length ≥ 1) through the prefill entry point, continuing
@@ -398,6 +413,22 @@ impl<'w> Session<'w> {
         self.call(true, &t, 1)
     }
 
+    /// As [`Session::decode`], returning each sequence's greedy next token (the first index of
+    /// its largest logit, [`crate::sampling::argmax`]) instead of the logits: on the CUDA backend
+    /// the argmax runs on the device and only `B` ids come back.
+    pub fn decode_argmax(&mut self, tokens: &[i32]) -> Result<Vec<i32>, SessionError> {
+        let t: Vec<Vec<i32>> = tokens.iter().map(|&t| vec![t]).collect();
+        let argmax = matches!(self.backend, Backend::Cuda(_));
+        let mut out = self.call_entry_with(Entry::Decode, &t, 1, argmax)?;
+        if let Some(ids) = out.remove("argmax") {
+            return Ok(ids.as_i32().map(<[i32]>::to_vec).unwrap_or_default());
+        }
+        let logits = out.remove("logits").expect("every entry point returns logits");
+        let v = logits.shape.last().copied().unwrap_or(1).max(1);
+        let rows = logits.as_f32().expect("logits are f32");
+        Ok(rows.chunks(v).map(|r| crate::sampling::argmax(r) as i32).collect())
+    }
+
     /// Runs the MTP block (qwen3-next.md §6) over `S` more positions of its own KV cache:
     /// `hidden` f32 `[B, S, H]` are target hidden states h_i (see [`Session::hidden`]), or the
     /// previous draft's hidden output when chaining, and `next_tokens[b]` (length `S`) the tokens
@@ -416,7 +447,8 @@ impl<'w> Session<'w> {
         let bind = Bindings { b: self.batch, s, p: self.mtp_past };
         self.make_room(true, self.mtp_past + s)?;
         let g = self.program.mtp.as_ref().expect("checked above");
-        let r = step(self.backend, (Entry::Mtp, g), &bind, &mut self.mtp_state, extra);
+        let r =
+            step(self.backend, (Entry::Mtp, g, false), &bind, (&mut self.mtp_state, &mut self.dev_mtp_state), extra);
         let mut out = self.poison_on(r)?;
         self.mtp_past += s;
         let logits = out.remove("logits").expect("the mtp entry point returns logits");
@@ -438,6 +470,18 @@ impl<'w> Session<'w> {
         tokens: &[Vec<i32>],
         s: usize,
     ) -> Result<BTreeMap<String, Tensor>, SessionError> {
+        self.call_entry_with(entry, tokens, s, false)
+    }
+
+    /// [`Session::call_entry`]; with `argmax`, the CUDA backend returns `argmax` ids `[B, S]`
+    /// computed on the device in place of `logits`.
+    fn call_entry_with(
+        &mut self,
+        entry: Entry,
+        tokens: &[Vec<i32>],
+        s: usize,
+        argmax: bool,
+    ) -> Result<BTreeMap<String, Tensor>, SessionError> {
         self.check(tokens, s, self.past)?;
         let bind = Bindings { b: self.batch, s, p: self.past };
         let extra = self.ids(tokens, s, self.past);
@@ -447,7 +491,7 @@ impl<'w> Session<'w> {
             Entry::PrefillHidden => self.prefill_hidden.as_ref().unwrap_or(&self.program.prefill),
             _ => &self.program.prefill,
         };
-        let r = step(self.backend, (entry, g), &bind, &mut self.state, extra);
+        let r = step(self.backend, (entry, g, argmax), &bind, (&mut self.state, &mut self.dev_state), extra);
         let mut out = self.poison_on(r)?;
         self.past += s;
         self.hidden = out.remove("hidden");
@@ -456,7 +500,7 @@ impl<'w> Session<'w> {
 
     /// Marks the session poisoned when a call failed after it may have updated state in place.
     fn poison_on<T>(&mut self, r: Result<T, SessionError>) -> Result<T, SessionError> {
-        if matches!(r, Err(SessionError::Compiled(CompiledError::Kernel(_)))) {
+        if matches!(r, Err(SessionError::Compiled(CompiledError::Kernel(_)) | SessionError::Cuda(_))) {
             self.poisoned = true;
         }
         r
@@ -498,6 +542,21 @@ impl<'w> Session<'w> {
     }
 }
 
+/// `dense` with every tensor the device holds read back from it.
+fn with_device(
+    mut dense: BTreeMap<String, Tensor>,
+    state: &BTreeMap<String, StateTensor>,
+    dev: &Option<crate::cuda::state::DeviceState>,
+) -> Result<BTreeMap<String, Tensor>, SessionError> {
+    let Some(ds) = dev else { return Ok(dense) };
+    for (name, st) in state {
+        if let Some(t) = ds.dense(name, st)? {
+            dense.insert(name.clone(), t);
+        }
+    }
+    Ok(dense)
+}
+
 /// Dense copies of `state`, or zero state of `decls` at position 0 before the first call.
 fn dense_state(decls: &[StateDecl], state: &BTreeMap<String, StateTensor>, batch: usize) -> BTreeMap<String, Tensor> {
     if state.is_empty() {
@@ -534,9 +593,9 @@ fn concat_seq(a: &Tensor, b: &Tensor) -> Tensor {
 /// may have written part of it (a kernel error).
 fn step(
     backend: Backend,
-    (entry, g): (Entry, &Graph),
+    (entry, g, argmax): (Entry, &Graph, bool),
     bind: &Bindings,
-    state: &mut BTreeMap<String, StateTensor>,
+    (state, dev_state): (&mut BTreeMap<String, StateTensor>, &mut Option<crate::cuda::state::DeviceState>),
     extra: Vec<(&'static str, Tensor)>,
 ) -> Result<BTreeMap<String, Tensor>, SessionError> {
     match backend {
@@ -566,7 +625,9 @@ fn step(
         }
         Backend::Cuda(m) => {
             let inputs: BTreeMap<String, Tensor> = extra.into_iter().map(|(n, t)| (n.to_string(), t)).collect();
-            Ok(m.run(entry, bind, &inputs, state)?)
+            let ds = dev_state.get_or_insert_with(|| m.device_state());
+            let argmax = argmax.then_some("logits");
+            Ok(m.run_resident(entry, bind, &inputs, state, Some(ds), argmax)?)
         }
     }
 }

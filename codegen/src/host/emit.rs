@@ -2,8 +2,12 @@
 //! result pointers (`arena + offset` or `io[k] + offset`, offsets evaluated from `b, s, p`), the
 //! concrete shapes, and a call — into a kernel shim, into a compiled loop (directly or through
 //! `qgc_parallel_for`), or to `memcpy` for an output copy. A nonzero shim status returns at once.
+//!
+//! Device host code ([`HostOptions::device`]) calls `qgc_chain` for a chain and `qgc_copy` for
+//! an output copy instead: it never loads or stores through an arena or io pointer (the only
+//! memory it reads is the host-side io pointer table, and it writes only its own stack slots).
 
-use super::jit::PARALLEL_FOR;
+use super::jit::{CHAIN, COPY, PARALLEL_FOR};
 use super::place::{Base, Loc};
 use super::poly::{emit_dim, emit_numel, emit_poly};
 use super::schedule::{HostOptions, Schedule, Step};
@@ -46,7 +50,13 @@ pub(crate) fn define_host(
             }
         }
     }
-    if opts.parallel_loops && !sched.chains.is_empty() {
+    if opts.device {
+        let used = sched.host_symbols(opts);
+        for sym in [CHAIN, COPY].into_iter().filter(|s| used.contains(*s)) {
+            let id = module.declare_function(sym, Linkage::Import, &signature(module, 4, true)).map_err(cl)?;
+            imports.insert(sym.into(), id);
+        }
+    } else if opts.parallel_loops && !sched.chains.is_empty() {
         let id = module.declare_function(PARALLEL_FOR, Linkage::Import, &signature(module, 5, true)).map_err(cl)?;
         imports.insert(PARALLEL_FOR.into(), id);
     }
@@ -63,7 +73,7 @@ pub(crate) fn define_host(
         }
         let loop_refs: Vec<FuncRef> = loops.iter().map(|&l| module.declare_func_in_func(l, fb.func)).collect();
         let config = module.target_config();
-        let mut e = HostEmitter::start(&mut fb, g, sched, config, refs, loop_refs);
+        let mut e = HostEmitter::start(&mut fb, g, sched, config, refs, loop_refs, opts.device);
         for s in &sched.steps {
             e.step(&mut fb, s, opts);
         }
@@ -108,6 +118,7 @@ impl<'a> HostEmitter<'a> {
         config: cranelift_codegen::isa::TargetFrontendConfig,
         shims: BTreeMap<String, FuncRef>,
         loops: Vec<FuncRef>,
+        device: bool,
     ) -> Self {
         let entry = fb.create_block();
         fb.append_block_params_for_function_params(entry);
@@ -122,7 +133,15 @@ impl<'a> HostEmitter<'a> {
                     let ranks: usize = n.inputs.iter().map(|v| g.ty(*v).rank() + 1).sum();
                     dims = dims.max(ranks + n.outputs.iter().map(|t| t.rank() + 1).sum::<usize>());
                 }
+                Step::Chain { inputs, .. } if device => {
+                    words = words.max(inputs.len() + 1);
+                    dims = dims.max(2);
+                }
                 Step::Chain { inputs, .. } => words = words.max(inputs.len()),
+                Step::Copy { .. } if device => {
+                    words = words.max(2);
+                    dims = dims.max(2);
+                }
                 Step::Copy { .. } => {}
             }
         }
@@ -154,7 +173,21 @@ impl<'a> HostEmitter<'a> {
     fn step(&mut self, fb: &mut FunctionBuilder, s: &Step, opts: &HostOptions) {
         match s {
             Step::Kernel { node, symbol, .. } => self.kernel(fb, *node, symbol),
+            Step::Chain { chain, inputs, out, .. } if opts.device => {
+                let n = emit_numel(fb, &self.g.ty(*out).shape, self.vars);
+                let mut ptrs: Vec<ClifValue> = inputs.iter().map(|&v| self.value_ptr(fb, v)).collect();
+                ptrs.push(self.value_ptr(fb, *out));
+                self.device_call(fb, CHAIN, *chain, &ptrs, n);
+            }
             Step::Chain { chain, inputs, out, .. } => self.chain(fb, *chain, inputs, *out, opts),
+            Step::Copy { value, slot } if opts.device => {
+                let dst = self.loc_ptr(fb, &Loc { base: Base::Io(*slot), offset: Poly::zero() });
+                let src = self.value_ptr(fb, *value);
+                let ty = self.g.ty(*value);
+                let n = emit_numel(fb, &ty.shape, self.vars);
+                let size = fb.ins().imul_imm_s(n, ty.dtype.size() as i64);
+                self.device_call(fb, COPY, *slot, &[src, dst], size);
+            }
             Step::Copy { value, slot } => {
                 let dst = self.loc_ptr(fb, &Loc { base: Base::Io(*slot), offset: Poly::zero() });
                 let src = self.value_ptr(fb, *value);
@@ -219,6 +252,17 @@ impl<'a> HostEmitter<'a> {
         let dims = self.words(fb, self.dims, &shape);
         let node_c = fb.ins().iconst(types::I64, node as i64);
         let call = fb.ins().call(self.shims[symbol], &[self.ptrs[0], node_c, args, dims]);
+        let status = fb.inst_results(call)[0];
+        self.check(fb, status);
+    }
+
+    /// A device shim call (`qgc_chain`, `qgc_copy`): `sym(ctx, index, ptrs, [1, count])`.
+    fn device_call(&mut self, fb: &mut FunctionBuilder, sym: &str, index: usize, ptrs: &[ClifValue], count: ClifValue) {
+        let args = self.words(fb, self.args, ptrs);
+        let one = fb.ins().iconst(types::I64, 1);
+        let dims = self.words(fb, self.dims, &[one, count]);
+        let index = fb.ins().iconst(types::I64, index as i64);
+        let call = fb.ins().call(self.shims[sym], &[self.ptrs[0], index, args, dims]);
         let status = fb.inst_results(call)[0];
         self.check(fb, status);
     }

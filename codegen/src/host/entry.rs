@@ -2,7 +2,7 @@
 //! module, and the [`HostEntry`] that owns them.
 
 use super::emit::define_host;
-use super::jit::{HostFn, JitCode, ShimTable, PARALLEL_FOR};
+use super::jit::{HostFn, JitCode, ShimTable, CHAIN, COPY, PARALLEL_FOR};
 use super::loops::define_loop;
 use super::place::{ArenaPlanner, IoTable};
 use super::schedule::{schedule, HostOptions, Schedule, Step};
@@ -30,7 +30,7 @@ pub struct StepCounts {
     pub chains: usize,
     /// Graph nodes computed by those chains.
     pub chain_nodes: usize,
-    /// Distinct compiled loops.
+    /// Distinct chains (compiled loops; chain kernels in device host code).
     pub loops: usize,
     /// Output copies.
     pub copies: usize,
@@ -74,9 +74,9 @@ impl HostEntry {
 }
 
 /// The shim symbols the host function of `g` calls under `opts` (kernel shims, and
-/// [`PARALLEL_FOR`] when loops go through it), sorted.
+/// [`PARALLEL_FOR`] when loops go through it, or [`CHAIN`] and [`COPY`] on a device), sorted.
 pub fn required_shims(g: &Graph, opts: &HostOptions) -> Result<BTreeSet<String>, HostError> {
-    Ok(schedule(g, opts, &super::place::BumpPlanner)?.shim_symbols(opts.parallel_loops))
+    Ok(schedule(g, opts, &super::place::BumpPlanner)?.host_symbols(opts))
 }
 
 /// Compiles the host function of `g` (after the pass pipeline): schedules it, plans its arena
@@ -94,7 +94,8 @@ pub fn compile_entry(
 /// Compiles the host function of `g` from its schedule `sched` (made by
 /// [`super::schedule::schedule`] for `g`; e.g. one stored in an artifact and checked): the chains'
 /// loops and the host function, linked against `shims`. `opts` chooses the loops' precision and
-/// whether they go through `qgc_parallel_for`.
+/// whether they go through `qgc_parallel_for`, or device host code (no loops; chains and copies
+/// are [`CHAIN`] and [`COPY`] calls).
 pub fn compile_schedule(
     g: &Graph,
     sched: Schedule,
@@ -108,13 +109,23 @@ pub fn compile_schedule(
             }
         }
     }
-    if opts.parallel_loops && !sched.chains.is_empty() && !shims.has(PARALLEL_FOR) {
-        return Err(HostError::MissingShim { symbol: PARALLEL_FOR.into(), node: "(compiled loops)".into() });
+    for symbol in sched.host_symbols(opts) {
+        if !shims.has(&symbol) {
+            let node = match symbol.as_str() {
+                PARALLEL_FOR => "(compiled loops)",
+                CHAIN => "(elementwise chains)",
+                COPY => "(output copies)",
+                _ => "(kernel steps)",
+            };
+            return Err(HostError::MissingShim { symbol, node: node.into() });
+        }
     }
     let mut module = JitCode::module(shims)?;
     let mut loops = Vec::with_capacity(sched.chains.len());
-    for (k, c) in sched.chains.iter().enumerate() {
-        loops.push(define_loop(&mut module, c, opts.precision, &format!("{}.ew{k}", g.name))?);
+    if !opts.device {
+        for (k, c) in sched.chains.iter().enumerate() {
+            loops.push(define_loop(&mut module, c, opts.precision, &format!("{}.ew{k}", g.name))?);
+        }
     }
     let id = define_host(&mut module, g, &sched, &loops, opts, &format!("{}.host", g.name))?;
     let code = JitCode::finalize(module)?;

@@ -53,6 +53,17 @@ pub type ParallelForFn =
 /// Symbol name of the parallel-for shim.
 pub const PARALLEL_FOR: &str = "qgc_parallel_for";
 
+/// Symbol name of the device chain shim, a [`ShimFn`] called for each chain step under
+/// [`super::HostOptions::device`]: `node` is the chain's index in [`super::Schedule::chains`],
+/// `args` the chain's input pointers then its output pointer, `dims` the one shape `1, n` (the
+/// output's element count).
+pub const CHAIN: &str = "qgc_chain";
+
+/// Symbol name of the device copy shim, a [`ShimFn`] called for each output copy under
+/// [`super::HostOptions::device`]: `node` is the output's io slot, `args` the source pointer then
+/// the destination pointer, `dims` the one shape `1, bytes` (the byte count).
+pub const COPY: &str = "qgc_copy";
+
 /// The shim symbols a host function may call, by name.
 #[derive(Debug, Clone, Default)]
 pub struct ShimTable {

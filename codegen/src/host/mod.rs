@@ -39,6 +39,13 @@
 //! `[0, n)` on threads when [`HostOptions::parallel_loops`] is set; otherwise loops are called
 //! directly over `[0, n)`.
 //!
+//! Device host code ([`HostOptions::device`]): `arena` and the `io` entries are device
+//! addresses (the `io` table itself is host memory), which the host code only adds offsets to
+//! and passes on — it never loads or stores through them. Kernel steps call the same kernel
+//! shims; chain steps call [`CHAIN`] and output copies [`COPY`], both with the [`ShimFn`]
+//! signature (`qgc_chain(ctx, chain, [inputs.., out], [1, n])`,
+//! `qgc_copy(ctx, slot, [src, dst], [1, bytes])`), and no loop is compiled.
+//!
 //! Costs nothing: `Input`/`Weight` (io pointers), `Reshape`, and `Slice` whose leading dims are
 //! all 1 (pointer + offset). Strided slices and concats are `qgc_slice_*`/`qgc_concat_*` calls.
 //!
@@ -81,7 +88,8 @@ pub mod schedule;
 pub use chain::{Bcast, Binary, EwChain, EwNode, Unary};
 pub use entry::{compile_entry, compile_schedule, required_shims, HostEntry, StepCounts};
 pub use jit::{
-    compile_loop, decode_dims, CompiledLoop, HostFn, JitCode, LoopFn, ParallelForFn, ShimFn, ShimTable, PARALLEL_FOR,
+    compile_loop, decode_dims, CompiledLoop, HostFn, JitCode, LoopFn, ParallelForFn, ShimFn, ShimTable, CHAIN, COPY,
+    PARALLEL_FOR,
 };
 pub use math::Precision;
 pub use place::{

@@ -39,11 +39,16 @@ pub struct HostOptions {
     pub parallel_loops: bool,
     /// How compiled loops evaluate exp, sigmoid, silu and softplus.
     pub precision: Precision,
+    /// Host code for a device: the arena and io pointers are device addresses, never
+    /// dereferenced by the host code. Chain steps call the [`super::jit::CHAIN`] shim and output
+    /// copies the [`super::jit::COPY`] shim (see the module doc of [`super`]); no loop is
+    /// compiled, and `parallel_loops` and `precision` are ignored.
+    pub device: bool,
 }
 
 impl Default for HostOptions {
     fn default() -> Self {
-        HostOptions { fuse_elementwise: true, parallel_loops: false, precision: Precision::F64 }
+        HostOptions { fuse_elementwise: true, parallel_loops: false, precision: Precision::F64, device: false }
     }
 }
 
@@ -125,6 +130,28 @@ impl Schedule {
             .collect();
         if parallel_loops && !self.chains.is_empty() {
             out.insert(super::jit::PARALLEL_FOR.into());
+        }
+        out
+    }
+
+    /// The shim symbols its host function calls under `opts`, sorted: the kernel shims, and
+    /// `qgc_parallel_for` as [`Schedule::shim_symbols`] says, or on a device (`opts.device`)
+    /// `qgc_chain` when there are chain steps and `qgc_copy` when there are output copies.
+    pub fn host_symbols(&self, opts: &HostOptions) -> BTreeSet<String> {
+        if !opts.device {
+            return self.shim_symbols(opts.parallel_loops);
+        }
+        let mut out = self.shim_symbols(false);
+        for s in &self.steps {
+            match s {
+                Step::Kernel { .. } => {}
+                Step::Chain { .. } => {
+                    out.insert(super::jit::CHAIN.into());
+                }
+                Step::Copy { .. } => {
+                    out.insert(super::jit::COPY.into());
+                }
+            }
         }
         out
     }

@@ -6,8 +6,8 @@
 #![allow(dead_code)]
 
 use qgc_codegen::host::{
-    compile_entry, decode_dims, required_shims, ArenaPlanner, BumpPlanner, HostEntry, HostOptions, IoKind, LoopFn,
-    ShimTable,
+    compile_entry, compile_loop, decode_dims, required_shims, ArenaPlanner, BumpPlanner, CompiledLoop, HostEntry,
+    HostOptions, IoKind, LoopFn, Precision, ShimFn, ShimTable, CHAIN, COPY,
 };
 use qgc_ir::interp::{eval_op, MapWeights, Tensor};
 use qgc_ir::{Bindings, DType, Graph};
@@ -142,6 +142,22 @@ pub fn run_host(
     inputs: &BTreeMap<String, Tensor>,
     weights: &MapWeights,
 ) -> (BTreeMap<String, Tensor>, CallStats) {
+    let mut cx = InterpCtx { graph: g, bind, error: None, calls: 0, pieces: 0 };
+    let (status, outs) = call(entry, bind, inputs, weights, 0, &mut cx as *mut InterpCtx as *mut u8);
+    assert_eq!(status, 0, "host function failed: {:?}", cx.error);
+    (outs, CallStats { calls: cx.calls, pieces: cx.pieces })
+}
+
+/// Lays out the io buffers and the arena, calls `entry` with every arena and io address
+/// XOR-ed with `tag`, and returns its status and the output buffers.
+fn call(
+    entry: &HostEntry,
+    bind: Bindings,
+    inputs: &BTreeMap<String, Tensor>,
+    weights: &MapWeights,
+    tag: usize,
+    ctx: *mut u8,
+) -> (i32, BTreeMap<String, Tensor>) {
     let mut bufs: Vec<Vec<u32>> = Vec::new();
     let mut io: Vec<*mut u8> = Vec::new();
     for slot in &entry.io().slots {
@@ -155,18 +171,17 @@ pub fn run_host(
             IoKind::Weight => weights.tensors[&slot.name].as_f32().expect("f32 weight").as_ptr() as *mut u8,
             _ => bufs.last_mut().unwrap().as_mut_ptr() as *mut u8,
         };
-        io.push(p);
+        io.push((p as usize ^ tag) as *mut u8);
     }
     let bytes = entry.arena_bytes().eval(&bind) as usize;
     let mut arena = vec![0x7fc0_0002u32; bytes / 4 + 16];
     let base = arena.as_mut_ptr() as *mut u8;
-    let arena_ptr = unsafe { base.add(base.align_offset(64)) };
-    let mut cx = InterpCtx { graph: g, bind, error: None, calls: 0, pieces: 0 };
+    let arena_ptr = (unsafe { base.add(base.align_offset(64)) } as usize ^ tag) as *mut u8;
     let (b, s, p) = (bind.b as i64, bind.s as i64, bind.p as i64);
     // SAFETY: io holds one buffer per slot of its type under `bind` (outputs fresh), the arena
-    // has the planned bytes, and ctx is the InterpCtx the shims expect.
-    let status = unsafe { (entry.func())(&mut cx as *mut InterpCtx as *mut u8, arena_ptr, io.as_ptr(), b, s, p) };
-    assert_eq!(status, 0, "host function failed: {:?}", cx.error);
+    // has the planned bytes, and ctx is what the shims the entry was compiled with expect (which
+    // undo `tag` before touching memory).
+    let status = unsafe { (entry.func())(ctx, arena_ptr, io.as_ptr(), b, s, p) };
     let mut outs = BTreeMap::new();
     for (slot, buf) in entry.io().slots.iter().zip(&bufs) {
         if slot.kind == IoKind::Output {
@@ -178,5 +193,98 @@ pub fn run_host(
             outs.insert(slot.name.clone(), t);
         }
     }
-    (outs, CallStats { calls: cx.calls, pieces: cx.pieces })
+    (status, outs)
+}
+
+/// Address tag of the emulated device: a "device address" is a host address with bit 62 set,
+/// non-canonical on x86-64 and aarch64, so host code that dereferenced one would fault.
+pub const DEVICE_TAG: usize = 1 << 62;
+
+/// What the emulated device's shims see through `ctx`.
+pub struct DeviceCtx<'a> {
+    /// The kernel shims' context (they run on untagged pointers).
+    pub inner: InterpCtx<'a>,
+    /// Per chain of the schedule: its loop, compiled on its own.
+    pub loops: Vec<CompiledLoop>,
+    /// `qgc_chain` calls.
+    pub chains: usize,
+    /// `qgc_copy` calls.
+    pub copies: usize,
+}
+
+fn untag(p: *mut u8) -> *mut u8 {
+    assert!(p as usize & DEVICE_TAG != 0, "a device shim got a host address");
+    (p as usize ^ DEVICE_TAG) as *mut u8
+}
+
+unsafe extern "C" fn device_kernel(ctx: *mut u8, node: i64, args: *const *mut u8, dims: *const i64) -> i32 {
+    let cx = &mut *(ctx as *mut DeviceCtx);
+    let n = &cx.inner.graph.nodes[node as usize];
+    let host: Vec<*mut u8> = (0..n.inputs.len() + n.outputs.len()).map(|j| untag(*args.add(j))).collect();
+    interp_shim(&mut cx.inner as *mut InterpCtx as *mut u8, node, host.as_ptr(), dims)
+}
+
+unsafe extern "C" fn device_chain(ctx: *mut u8, chain: i64, args: *const *mut u8, dims: *const i64) -> i32 {
+    let cx = &mut *(ctx as *mut DeviceCtx);
+    let l = &cx.loops[chain as usize];
+    let k = l.chain.inputs.len();
+    let ins: Vec<*const f32> = (0..k).map(|j| untag(*args.add(j)) as *const f32).collect();
+    let out = untag(*args.add(k)) as *mut f32;
+    assert_eq!(*dims, 1, "qgc_chain dims are [1, n]");
+    let n = *dims.add(1);
+    (l.func())(n, ins.as_ptr(), out, 0, n);
+    cx.chains += 1;
+    0
+}
+
+unsafe extern "C" fn device_copy(ctx: *mut u8, _slot: i64, args: *const *mut u8, dims: *const i64) -> i32 {
+    let cx = &mut *(ctx as *mut DeviceCtx);
+    assert_eq!(*dims, 1, "qgc_copy dims are [1, bytes]");
+    std::ptr::copy_nonoverlapping(untag(*args) as *const u8, untag(*args.add(1)), *dims.add(1) as usize);
+    cx.copies += 1;
+    0
+}
+
+/// Device shims for every symbol `g` needs under `opts` (which must have `device` set).
+pub fn device_shims(g: &Graph, opts: &HostOptions) -> ShimTable {
+    let mut t = ShimTable::new();
+    for s in required_shims(g, opts).expect("schedules") {
+        let f: ShimFn = match s.as_str() {
+            CHAIN => device_chain,
+            COPY => device_copy,
+            _ => device_kernel,
+        };
+        t.kernel(s, f);
+    }
+    t
+}
+
+/// Device statistics of one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// Kernel shim calls.
+    pub kernels: usize,
+    /// Chain shim calls.
+    pub chains: usize,
+    /// Copy shim calls.
+    pub copies: usize,
+}
+
+/// As [`run_host`] for device host code (`entry` compiled with [`device_shims`]): every arena
+/// and io address it gets is tagged with [`DEVICE_TAG`], chains run their loops compiled on
+/// their own in `precision`.
+pub fn run_device(
+    entry: &HostEntry,
+    g: &Graph,
+    bind: Bindings,
+    inputs: &BTreeMap<String, Tensor>,
+    weights: &MapWeights,
+    precision: Precision,
+) -> (BTreeMap<String, Tensor>, DeviceStats) {
+    let loops = entry.schedule.chains.iter().map(|c| compile_loop(c, precision).expect("loop compiles")).collect();
+    let inner = InterpCtx { graph: g, bind, error: None, calls: 0, pieces: 0 };
+    let mut cx = DeviceCtx { inner, loops, chains: 0, copies: 0 };
+    let (status, outs) = call(entry, bind, inputs, weights, DEVICE_TAG, &mut cx as *mut DeviceCtx as *mut u8);
+    assert_eq!(status, 0, "host function failed: {:?}", cx.inner.error);
+    (outs, DeviceStats { kernels: cx.inner.calls, chains: cx.chains, copies: cx.copies })
 }

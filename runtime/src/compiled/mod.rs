@@ -174,8 +174,12 @@ impl<'w> CpuModel<'w> {
             .reserve("weight copies the compiled backend makes at load", bind::copies_at_load(compiled))?;
         let mut model = CpuModel { entries: BTreeMap::new(), tensors: Vec::new(), _held: held };
         let mut binder = bind::Binder { weights, index: BTreeMap::new() };
-        let hopts =
-            HostOptions { fuse_elementwise: true, parallel_loops: opts.parallel_loops, precision: opts.precision };
+        let hopts = HostOptions {
+            fuse_elementwise: true,
+            parallel_loops: opts.parallel_loops,
+            precision: opts.precision,
+            device: false,
+        };
         for e in &compiled.entries {
             let name = e.entry.name();
             let symbols = e.schedule.shim_symbols(hopts.parallel_loops);
@@ -196,6 +200,11 @@ impl<'w> CpuModel<'w> {
     /// One compiled entry point.
     pub(crate) fn entry(&self, entry: Entry) -> Option<&CpuEntry> {
         self.entries.get(&entry)
+    }
+
+    /// The entry points the model has, in order.
+    pub fn entry_points(&self) -> impl Iterator<Item = Entry> + '_ {
+        self.entries.keys().copied()
     }
 
     /// Whether the model has `entry`.

@@ -5,12 +5,15 @@
 //! every shipped kernel ([`ptxas`], kept in `kernels/PTXAS.md`).
 
 pub mod device;
+mod dispatch;
 pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod nvrtc;
 pub mod ptx;
 pub mod ptxas;
+mod shims;
+pub mod state;
 
 pub use device::{Arg, DevPtr, Device, Gemm, GemmType, LaunchConfig, ModuleId, Transpose};
 
@@ -72,6 +75,14 @@ pub enum CudaError {
         /// The call.
         call: String,
         /// The driver's message.
+        message: String,
+    },
+    /// Generating the device host code of an entry point failed.
+    #[error("generating device host code for {entry}: {message}")]
+    Host {
+        /// Entry point.
+        entry: &'static str,
+        /// Why.
         message: String,
     },
     /// A bad argument to a device-layer call (an internal invariant or a hostile size).

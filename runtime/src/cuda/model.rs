@@ -1,52 +1,57 @@
 //! A compiled program on a CUDA device: the very schedule the CPU backend's host code runs
 //! (`qgc_codegen::host::Schedule`: kernel steps with their bindings, elementwise chains, output
-//! copies, value locations in one planned arena), walked step by step with device pointers —
-//! one device arena of the plan's size, weights uploaded once as bound (bf16 stays bf16 where
-//! the kernel reads bf16), each kernel step launching its family's launcher, each chain the CUDA
-//! C that `qgc_codegen::cuda` renders from the same chain description.
+//! copies, value locations in one planned arena), compiled by Cranelift into device host code
+//! (`HostOptions::device`) whose pointers are device addresses — one device arena of the plan's
+//! size, weights uploaded once as bound (bf16 stays bf16 where the kernel reads bf16) — and
+//! whose calls go to the CUDA shims (`shims`): each kernel step its family's launcher, each
+//! chain the CUDA C that `qgc_codegen::cuda` renders from the same chain description.
 //!
 //! Runs on any [`Device`]: a GPU (cudarc) or the PTX interpreter. State tensors are uploaded
 //! for the call and read back after it (KV caches with their spare capacity).
 
-use super::device::{DevPtr, Device, LaunchConfig};
+use super::device::{DevPtr, Device};
 use super::kernels::{self as k, Loaded};
-use super::{nvrtc, Arg, CudaError, ModuleId};
+use super::state::DeviceState;
+use super::{nvrtc, CudaError, ModuleId};
 use crate::compiled::{CpuModel, Entry};
 use crate::tensor::{StateTensor, Tensor};
 use crate::weights::HostTensor;
-use qgc_codegen::binding::{Epilogue, Kernel};
 use qgc_codegen::cuda::CudaKernels;
-use qgc_codegen::host::{Base, IoKind, Step};
-use qgc_ir::interp::{eval_op, Tensor as ITensor};
-use qgc_ir::{Bindings, DType, Value};
+use qgc_codegen::host::{HostEntry, IoKind};
+use qgc_ir::{Bindings, DType};
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 /// A program compiled for a CUDA device, weights uploaded.
 pub struct CudaModel<'w> {
     cpu: CpuModel<'w>,
-    dev: Arc<dyn Device>,
-    loaded: Loaded,
+    pub(super) dev: Arc<dyn Device>,
+    pub(super) loaded: Loaded,
     /// Device copies of the CPU model's bound tensors (same index), with their dtype.
-    tensors: Vec<(DevPtr, DType, usize)>,
+    pub(super) tensors: Vec<(DevPtr, DType, usize)>,
     chains: Mutex<BTreeMap<String, ModuleId>>,
     /// The artifact's PTX, when the model came from one (chains are loaded from it).
     embedded: Option<CudaKernels>,
+    /// Per entry point: its device host code.
+    pub(super) hosts: BTreeMap<Entry, HostEntry>,
+    /// Shim calls of the last call (see `CudaModel::shim_calls`).
+    pub(super) shim_calls: AtomicUsize,
 }
 
 /// Device buffers freed when the call ends, however it ends.
-struct Buffers<'d> {
+pub(super) struct Buffers<'d> {
     dev: &'d dyn Device,
     list: Vec<DevPtr>,
 }
 
 impl Buffers<'_> {
-    fn alloc(&mut self, bytes: usize) -> Result<DevPtr, CudaError> {
+    pub(super) fn alloc(&mut self, bytes: usize) -> Result<DevPtr, CudaError> {
         let p = self.dev.alloc(bytes.max(4))?;
         self.list.push(p);
         Ok(p)
     }
-    fn upload(&mut self, bytes: &[u8]) -> Result<DevPtr, CudaError> {
+    pub(super) fn upload(&mut self, bytes: &[u8]) -> Result<DevPtr, CudaError> {
         let p = self.alloc(bytes.len())?;
         self.dev.htod(bytes, p)?;
         Ok(p)
@@ -61,11 +66,11 @@ impl Drop for Buffers<'_> {
     }
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
+pub(super) fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn bytes_f32(b: &[u8]) -> Vec<f32> {
+pub(super) fn bytes_f32(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
@@ -126,6 +131,7 @@ impl<'w> CudaModel<'w> {
         dev: Arc<dyn Device>,
         embedded: Option<&CudaKernels>,
     ) -> Result<CudaModel<'w>, CudaError> {
+        let hosts = super::shims::host_code(&cpu)?;
         let loaded = load_kernels_from(dev.as_ref(), embedded)?;
         let host = cpu.bound_tensors();
         let need: usize = host.iter().map(|t| t.len() * if t.is_bf16() { 2 } else { 4 }).sum();
@@ -148,7 +154,8 @@ impl<'w> CudaModel<'w> {
             tensors.push((p, dt, t.len()));
         }
         let embedded = embedded.cloned();
-        Ok(CudaModel { cpu, dev, loaded, tensors, chains: Mutex::new(BTreeMap::new()), embedded })
+        let chains = Mutex::new(BTreeMap::new());
+        Ok(CudaModel { cpu, dev, loaded, tensors, chains, embedded, hosts, shim_calls: AtomicUsize::new(0) })
     }
 
     /// The device.
@@ -161,7 +168,7 @@ impl<'w> CudaModel<'w> {
         &self.cpu
     }
 
-    fn chain_module(&self, name: &str, text: impl FnOnce() -> String) -> Result<ModuleId, CudaError> {
+    pub(super) fn chain_module(&self, name: &str, text: impl FnOnce() -> String) -> Result<ModuleId, CudaError> {
         let mut c = self.chains.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = c.get(name) {
             return Ok(*m);
@@ -187,11 +194,34 @@ impl<'w> CudaModel<'w> {
         inputs: &BTreeMap<String, Tensor>,
         state: &mut BTreeMap<String, StateTensor>,
     ) -> Result<BTreeMap<String, Tensor>, CudaError> {
+        self.run_resident(entry, bind, inputs, state, None, None)
+    }
+
+    /// A fresh [`DeviceState`] on this model's device (for [`CudaModel::run_resident`]).
+    pub fn device_state(&self) -> DeviceState {
+        DeviceState::new(self.dev.clone())
+    }
+
+    /// As [`CudaModel::run`], with the state kept on the device when `resident` is given: state
+    /// buffers come from it (uploaded from `state` only the first time), results stay in it, and
+    /// `state` keeps only shapes and capacities (its values are stale until read back through
+    /// [`DeviceState::dense`]). Only non-state outputs (logits, hidden) come back to the host;
+    /// with `argmax` naming an output (`[.., vocab]` logits), its rows' argmax is computed on
+    /// the device and returned as `argmax` (i32, the output's shape without the last dim) in its
+    /// place, so only the chosen ids cross the bus.
+    pub fn run_resident(
+        &self,
+        entry: Entry,
+        bind: &Bindings,
+        inputs: &BTreeMap<String, Tensor>,
+        state: &mut BTreeMap<String, StateTensor>,
+        mut resident: Option<&mut DeviceState>,
+        argmax: Option<&str>,
+    ) -> Result<BTreeMap<String, Tensor>, CudaError> {
         let bad = |m: String| CudaError::Invalid(m);
         let e = self.cpu.entry(entry).ok_or_else(|| bad(format!("the model has no {} entry point", entry.name())))?;
         let sched = &e.host.schedule;
         let slots = &sched.io.slots;
-        let g = &e.graph;
         let dev = self.dev.as_ref();
         let mut bufs = Buffers { dev, list: Vec::new() };
         // State outputs that share their input's buffer.
@@ -200,6 +230,8 @@ impl<'w> CudaModel<'w> {
             .filter(|a| state.get(&slots[a.input].name).is_some_and(|st| st.axis() == a.grows))
             .map(|a| (a.output, a.input))
             .collect();
+        let before: BTreeMap<String, usize> =
+            state.iter().map(|(n, st)| (n.clone(), st.axis().map_or(0, |a| st.shape()[a]))).collect();
         for &o in aliased.keys() {
             let want = slots[o].ty.eval(bind);
             if let Some(st) = state.get_mut(&slots[o].name) {
@@ -222,7 +254,10 @@ impl<'w> CudaModel<'w> {
                                 st.shape()
                             )));
                         }
-                        io[kk] = bufs.upload(&f32_bytes(st.data()))?;
+                        io[kk] = match resident.as_deref_mut() {
+                            Some(ds) => ds.buffer(&slot.name, st, before.get(&slot.name).copied().unwrap_or(0))?,
+                            None => bufs.upload(&f32_bytes(st.data()))?,
+                        };
                         caps[kk] = st.axis().map(|a| (a, st.capacity()));
                     }
                     None => {
@@ -257,81 +292,30 @@ impl<'w> CudaModel<'w> {
                 continue;
             }
             let n: usize = slot.ty.eval(bind).iter().product();
-            io[kk] = bufs.alloc(4 * n)?;
-            dev.zero(io[kk], 4 * n)?;
+            io[kk] = match (resident.as_deref(), state.get(&slot.name)) {
+                (Some(ds), Some(st)) => ds.fresh(&StateTensor::zeros(slot.ty.eval(bind), st.axis()))?,
+                _ => {
+                    let p = bufs.alloc(4 * n)?;
+                    dev.zero(p, 4 * n)?;
+                    p
+                }
+            };
             fresh.push(kk);
         }
         let arena_bytes =
             sched.arena_bytes.checked_eval(bind).ok_or_else(|| bad("arena size overflows".into()))? as usize;
         let arena = bufs.alloc(arena_bytes + 256)?;
-        let at = |v: &Value| -> Result<DevPtr, CudaError> {
-            let loc = sched.locs[v.node][v.index]
-                .as_ref()
-                .ok_or_else(|| bad(format!("internal: value of {} has no location", g.nodes[v.node].name)))?;
-            let base = match loc.base {
-                Base::Arena => arena,
-                Base::Io(s) => io[s],
-            };
-            Ok(base.offset(loc.offset.eval(bind) as usize))
-        };
-        let cap_of = |v: &Value, axis: usize, dflt: usize| -> usize {
-            match sched.locs[v.node][v.index].as_ref().map(|l| l.base) {
-                Some(Base::Io(s)) => match caps[s] {
-                    Some((a, c)) if a == axis => c,
-                    _ => dflt,
-                },
-                _ => dflt,
-            }
-        };
-        for step in &sched.steps {
-            match step {
-                Step::Kernel { node, kernel, .. } => {
-                    let n = &g.nodes[*node];
-                    let ops: Vec<DevPtr> = n.inputs.iter().map(&at).collect::<Result<_, _>>()?;
-                    let res: Vec<DevPtr> =
-                        (0..n.outputs.len()).map(|r| at(&Value { node: *node, index: r })).collect::<Result<_, _>>()?;
-                    let wdt = |j: usize| e.operand_weight(*node, j).map_or(DType::F32, |t| self.tensors[t].1);
-                    let ctx = Call { node: *node, ops, res, bind, cap_of: &cap_of, wdt: &wdt, bufs: &mut bufs };
-                    self.dispatch(e, kernel, ctx).map_err(|err| match err {
-                        CudaError::Launch { kernel, message } => {
-                            CudaError::Launch { kernel: format!("{kernel} ({})", n.name), message }
-                        }
-                        other => other,
-                    })?;
-                }
-                Step::Chain { chain, inputs: ins, out, .. } => {
-                    let ch = &sched.chains[*chain];
-                    let name = qgc_codegen::cuda::chain_kernel_name(ch);
-                    let m = self.chain_module(&name, || qgc_codegen::cuda::render_chain(&name, ch))?;
-                    let numel: usize = g.ty(*out).eval(bind).iter().product();
-                    if numel == 0 {
-                        continue;
-                    }
-                    let mut args = vec![Arg::Ptr(at(out)?)];
-                    for v in ins {
-                        args.push(Arg::Ptr(at(v)?));
-                    }
-                    args.push(Arg::I64(numel as i64));
-                    if ch.has_rows() {
-                        args.push(Arg::I64(ch.inner.unwrap_or(1) as i64));
-                    }
-                    let blocks = numel.div_ceil(256).min(65_535) as u32;
-                    dev.launch(m, &name, LaunchConfig::linear(blocks, 256), &args)?;
-                }
-                Step::Copy { value, slot } => {
-                    let n: usize = g.ty(*value).eval(bind).iter().product();
-                    dev.dtod(at(value)?, io[*slot], 4 * n)?;
-                }
-            }
-        }
+        self.run_host(entry, bind, arena, &io, &caps, &mut bufs)?;
         // Results back.
         let mut outs = BTreeMap::new();
         for &o in aliased.keys() {
             let want = slots[o].ty.eval(bind);
             if let Some(st) = state.get_mut(&slots[o].name) {
-                let mut b = vec![0u8; 4 * st.data().len()];
-                dev.dtoh(io[o], &mut b)?;
-                st.data_mut().copy_from_slice(&bytes_f32(&b));
+                if resident.is_none() {
+                    let mut b = vec![0u8; 4 * st.data().len()];
+                    dev.dtoh(io[o], &mut b)?;
+                    st.data_mut().copy_from_slice(&bytes_f32(&b));
+                }
                 if let Some(a) = st.axis() {
                     st.set_len(want[a]);
                 }
@@ -341,6 +325,23 @@ impl<'w> CudaModel<'w> {
             let slot = &slots[kk];
             let shape = slot.ty.eval(bind);
             let n: usize = shape.iter().product();
+            if let (Some(ds), Some(axis)) = (resident.as_deref_mut(), state.get(&slot.name).map(|s| s.axis())) {
+                let st = StateTensor::zeros(shape, axis);
+                ds.commit(&slot.name, &st, io[kk]);
+                state.insert(slot.name.clone(), st);
+                continue;
+            }
+            if argmax == Some(slot.name.as_str()) {
+                let vocab = shape.last().copied().unwrap_or(1).max(1);
+                let rows = n / vocab;
+                let ids = bufs.alloc(4 * rows)?;
+                k::argmax::argmax(dev, &self.loaded, rows, vocab, io[kk], ids)?;
+                let mut b = vec![0u8; 4 * rows];
+                dev.dtoh(ids, &mut b)?;
+                let v: Vec<i32> = b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                outs.insert("argmax".to_string(), Tensor::i32(shape[..shape.len() - 1].to_vec(), v));
+                continue;
+            }
             let mut b = vec![0u8; 4 * n];
             dev.dtoh(io[kk], &mut b)?;
             match state.get(&slot.name).map(|s| s.axis()) {
@@ -362,140 +363,5 @@ impl<'w> CudaModel<'w> {
             }
         }
         Ok(outs)
-    }
-}
-
-/// One kernel step's pointers and helpers.
-struct Call<'a, 'd> {
-    node: usize,
-    ops: Vec<DevPtr>,
-    res: Vec<DevPtr>,
-    bind: &'a Bindings,
-    cap_of: &'a dyn Fn(&Value, usize, usize) -> usize,
-    wdt: &'a dyn Fn(usize) -> DType,
-    bufs: &'a mut Buffers<'d>,
-}
-
-impl CudaModel<'_> {
-    fn dispatch(&self, e: &crate::compiled::CpuEntry, kernel: &Kernel, c: Call) -> Result<(), CudaError> {
-        let (dev, l) = (self.dev.as_ref(), &self.loaded);
-        let ev = |p: &qgc_ir::Poly| p.eval(c.bind) as usize;
-        let n = &e.graph.nodes[c.node];
-        let (ops, res) = (&c.ops, &c.res);
-        match kernel {
-            Kernel::Source | Kernel::View | Kernel::Pointwise => Ok(()),
-            Kernel::Interp { .. } => {
-                let mut ins = Vec::new();
-                for (j, v) in n.inputs.iter().enumerate() {
-                    let ty = e.graph.ty(*v);
-                    let shape = ty.eval(c.bind);
-                    let mut b = vec![0u8; 4 * shape.iter().product::<usize>()];
-                    dev.dtoh(ops[j], &mut b)?;
-                    ins.push(match ty.dtype {
-                        DType::I32 => ITensor::i32(
-                            shape,
-                            b.chunks_exact(4).map(|x| i32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect(),
-                        ),
-                        _ => ITensor::f32(shape, bytes_f32(&b)),
-                    });
-                }
-                let refs: Vec<&ITensor> = ins.iter().collect();
-                let outs = eval_op(&n.op, &refs, c.bind)
-                    .map_err(|m| CudaError::Launch { kernel: "interpreter fallback".into(), message: m })?;
-                for (r, t) in outs.iter().enumerate() {
-                    let b = match (t.as_f32(), t.as_i32()) {
-                        (Some(v), _) => f32_bytes(v),
-                        (_, Some(v)) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                        _ => Vec::new(),
-                    };
-                    dev.htod(&b, res[r])?;
-                }
-                Ok(())
-            }
-            Kernel::Embed { tokens, vocab, hidden } => {
-                let flag = c.bufs.upload(&i32::MAX.to_le_bytes())?;
-                k::embed::embed(dev, l, ev(tokens), *vocab, *hidden, ops[0], (c.wdt)(0), ops[1], res[0], Some(flag))?;
-                let mut b = [0u8; 4];
-                dev.dtoh(flag, &mut b)?;
-                let i = i32::from_le_bytes(b);
-                if i != i32::MAX {
-                    return Err(CudaError::Launch {
-                        kernel: "qgc_embed".into(),
-                        message: format!("token id at position {i} is outside the vocabulary of {vocab}"),
-                    });
-                }
-                Ok(())
-            }
-            Kernel::MatMul(m) => {
-                let rows = ev(&m.rows);
-                let gate = match m.epilogue {
-                    Epilogue::SigmoidGate { gate, .. } | Epilogue::SigmoidGatePrologue { gate, .. } => Some(ops[gate]),
-                    _ => None,
-                };
-                let sb = k::linear::matmul_scratch_bytes(m, rows);
-                let scratch = if sb > 0 { Some(c.bufs.alloc(sb)?) } else { None };
-                k::linear::matmul(dev, l, m, rows, ops[0], ops[m.weight], (c.wdt)(m.weight), gate, res[0], scratch)
-            }
-            Kernel::Norm(nm) => k::norm::norm(dev, l, nm, ev(&nm.rows), ops, res),
-            Kernel::Rope(r) => k::rope::rope(dev, l, r, ev(&r.tokens), ops, res[0]),
-            Kernel::MaskPadding { rows, inner } => {
-                k::movement::mask_padding(dev, l, ev(rows), *inner, ops[0], ops[1], res[0])
-            }
-            Kernel::KvAppend(kv) => {
-                let (b, p, s) = (ev(&kv.batch), ev(&kv.past), ev(&kv.new));
-                let in_cap = (c.cap_of)(&n.inputs[0], 2, p);
-                let out_cap = (c.cap_of)(&Value { node: c.node, index: 0 }, 2, p + s);
-                k::movement::kv_append(dev, l, kv, (b, p, s), (in_cap, out_cap), ops[0], ops[1], res[0])
-            }
-            Kernel::Attention(a) => {
-                let (b, s, len) = (ev(&a.batch), ev(&a.s), ev(&a.len));
-                let cap = (c.cap_of)(&n.inputs[1], 2, len);
-                k::attention::attention(dev, l, a, (b, s, len), cap, ops[0], ops[1], ops[2], ops[3], res[0])
-            }
-            Kernel::Conv(cv) => {
-                k::conv::conv(dev, l, cv, (ev(&cv.batch), ev(&cv.s)), ops[0], ops[1], ops[2], res[0], res[1])
-            }
-            Kernel::GdnGates(gg) => k::gdn::gdn_gates(
-                dev,
-                l,
-                gg,
-                ev(&gg.rows),
-                (ops[0], ops[1], ops[2], ops[3], ops[4], ops[5]),
-                (res[0], res[1], res[2], res[3]),
-            ),
-            Kernel::DeltaRule(d) => k::gdn::delta_rule(
-                dev,
-                l,
-                d,
-                (ev(&d.batch), ev(&d.s)),
-                (ops[0], ops[1], ops[2], ops[3], ops[4], ops[5]),
-                (res[0], res[1]),
-            ),
-            Kernel::Route(r) => k::moe::route(dev, l, r, ev(&r.rows), ops[0], res[0], res[1]),
-            Kernel::Experts(x) => {
-                let rows = ev(&x.rows);
-                let stack = e
-                    .expert_stack(c.node)
-                    .ok_or_else(|| CudaError::Invalid(format!("internal: {} has no expert stack", n.name)))?;
-                let (sp, sdt, _) = self.tensors[stack];
-                let scratch = c.bufs.alloc(k::moe::experts_scratch_bytes(x, rows))?;
-                k::moe::experts(
-                    dev,
-                    l,
-                    x,
-                    rows,
-                    (ops[0], ops[1], ops[2]),
-                    (k::moe::GateUp::Fused(sp), sdt),
-                    (ops[5], (c.wdt)(5)),
-                    res[0],
-                    scratch,
-                )
-            }
-            Kernel::Slice(s) => k::movement::slice(dev, l, s, (ev(&s.outer), ev(&s.inner)), ops[0], res[0]),
-            Kernel::Concat(cc) => {
-                let inners: Vec<usize> = cc.parts.iter().map(ev).collect();
-                k::movement::concat(dev, l, cc, ev(&cc.outer), &inners, ops, res[0])
-            }
-        }
     }
 }

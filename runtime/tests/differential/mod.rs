@@ -288,7 +288,7 @@ pub fn script(vocab: usize, seed: u64, lens: (usize, usize, usize)) -> Script {
 
 pub fn record_state(trace: &mut Trace, what: &str, s: &Session) {
     trace.insert(format!("{what} position"), Tensor::i32(vec![1], vec![s.position() as i32]));
-    for (name, t) in s.state().into_iter().chain(s.mtp_state()) {
+    for (name, t) in s.state().unwrap().into_iter().chain(s.mtp_state().unwrap()) {
         trace.insert(format!("{what} {name}"), t.into());
     }
 }
