@@ -29,7 +29,7 @@
 mod differential;
 
 use differential::gen;
-use differential::{check, graph_inputs, lower_options, perturb, script, show, spec_file, trace, Trace};
+use differential::{chain, check, graph_inputs, lower_options, perturb, script, show, spec_file, trace, Trace};
 use proptest::prelude::*;
 use qgc_ir::interp::{self, MapWeights, Rng};
 use qgc_ir::{lower, Bindings, ModelSpec};
@@ -55,16 +55,6 @@ fn device(seed: u64) -> Arc<dyn Device> {
     let opts =
         qgc_ptx::Options { order: qgc_ptx::Order::Random(seed), memcheck: true, racecheck: true, ..Default::default() };
     Arc::new(PtxDevice::new(90, 1 << 30, opts))
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut at = e.source();
-    while let Some(c) = at {
-        s += &format!(": {c}");
-        at = c.source();
-    }
-    s
 }
 
 #[test]

@@ -4,23 +4,12 @@
 
 mod op_table;
 
-use op_table::{run_table, OpBackend};
+use op_table::{chain, run_table, OpBackend};
 use qgc_ir::{Bindings, Graph};
 use qgc_runtime::compiled::{CpuModel, CpuOptions, Entry};
 use qgc_runtime::weights::RawWeights;
 use qgc_runtime::{StateTensor, Tensor};
 use std::collections::BTreeMap;
-
-/// An error with its causes.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut at = e.source();
-    while let Some(c) = at {
-        s += &format!(": {c}");
-        at = c.source();
-    }
-    s
-}
 
 struct Cpu;
 

@@ -330,11 +330,7 @@ impl<'w> CpuModel<'w> {
             }
         }
         // State outputs that share their input's buffer: the same tensor, growing as the alias says.
-        let aliased: BTreeMap<usize, usize> = (sched.aliases.iter())
-            .filter(|a| slots[a.output].name == slots[a.input].name)
-            .filter(|a| state.get(&slots[a.input].name).is_some_and(|st| st.axis() == a.grows))
-            .map(|a| (a.output, a.input))
-            .collect();
+        let aliased = state_aliases(sched, state);
         // Room for what the call appends (inputs checked above; no pointer taken yet).
         for &o in aliased.keys() {
             let want = slots[o].ty.eval(bind);
@@ -435,6 +431,20 @@ impl<'w> CpuModel<'w> {
         }
         Ok(outs.into_iter().map(|(k, t)| (slots[k].name.clone(), t)).collect())
     }
+}
+
+/// Output slots of `sched` that share their input slot's buffer (output → input): a state
+/// tensor updated in place, or grown along the axis the alias says.
+pub(crate) fn state_aliases(
+    sched: &qgc_codegen::host::Schedule,
+    state: &BTreeMap<String, StateTensor>,
+) -> BTreeMap<usize, usize> {
+    let slots = &sched.io.slots;
+    (sched.aliases.iter())
+        .filter(|a| slots[a.output].name == slots[a.input].name)
+        .filter(|a| state.get(&slots[a.input].name).is_some_and(|st| st.axis() == a.grows))
+        .map(|a| (a.output, a.input))
+        .collect()
 }
 
 fn bad_input(name: &str, ty: &qgc_ir::TensorType, bind: &Bindings, got: &str) -> CompiledError {

@@ -225,11 +225,7 @@ impl<'w> CudaModel<'w> {
         let dev = self.dev.as_ref();
         let mut bufs = Buffers { dev, list: Vec::new() };
         // State outputs that share their input's buffer.
-        let aliased: BTreeMap<usize, usize> = (sched.aliases.iter())
-            .filter(|a| slots[a.output].name == slots[a.input].name)
-            .filter(|a| state.get(&slots[a.input].name).is_some_and(|st| st.axis() == a.grows))
-            .map(|a| (a.output, a.input))
-            .collect();
+        let aliased = crate::compiled::state_aliases(sched, state);
         let before: BTreeMap<String, usize> =
             state.iter().map(|(n, st)| (n.clone(), st.axis().map_or(0, |a| st.shape()[a]))).collect();
         for &o in aliased.keys() {
