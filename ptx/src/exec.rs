@@ -6,7 +6,7 @@
 //! [`Order`] knob says; shared accesses are race-checked between barriers.
 
 use crate::alu::{self, mask, sext};
-use crate::inst::{Inst, Op, Operand, Space, Sreg, Ty};
+use crate::inst::{Op, Operand, Space, Sreg, Ty};
 use crate::mem::{self, race_check, Fault, Global, Shadow};
 use crate::{Dim3, LoadedKernel, Options, Order, PtxError};
 
@@ -228,7 +228,7 @@ impl Block<'_> {
         format!("({},{},{})", i % x, (i / x) % y, i / (x * y))
     }
 
-    fn err(&self, t: usize, message: String) -> PtxError {
+    pub(crate) fn err(&self, t: usize, message: String) -> PtxError {
         let pc = if self.cur.0 == t { self.cur.1 } else { self.threads[t].pc };
         PtxError::Exec {
             kernel: self.k.kernel.name.clone(),
@@ -397,7 +397,7 @@ impl Block<'_> {
     }
 
     /// The bits of source operand `o` read as type `ty`.
-    fn val(&self, t: usize, o: &Operand, ty: Ty) -> Result<u64, PtxError> {
+    pub(crate) fn val(&self, t: usize, o: &Operand, ty: Ty) -> Result<u64, PtxError> {
         Ok(match o {
             Operand::Reg(r) if r & 0x8000_0000 != 0 => (self.threads[t].regs[(r & 0x7fff_ffff) as usize] == 0) as u64,
             Operand::Reg(r) => self.threads[t].regs[*r as usize],
@@ -428,7 +428,7 @@ impl Block<'_> {
         })
     }
 
-    fn set(&mut self, t: usize, o: &Operand, v: u64) -> Result<(), PtxError> {
+    pub(crate) fn set(&mut self, t: usize, o: &Operand, v: u64) -> Result<(), PtxError> {
         match o {
             Operand::Reg(r) => self.threads[t].regs[(*r & 0x7fff_ffff) as usize] = v,
             Operand::Pair(d, _) => self.threads[t].regs[*d as usize] = v,
@@ -439,7 +439,7 @@ impl Block<'_> {
     }
 
     /// The address of a `[base+off]` operand.
-    fn addr(&self, t: usize, o: &Operand) -> Result<u64, PtxError> {
+    pub(crate) fn addr(&self, t: usize, o: &Operand) -> Result<u64, PtxError> {
         match o {
             Operand::Mem(base, off) => Ok(self.val(t, base, Ty::B(64))?.wrapping_add(*off as u64)),
             o => Err(self.err(t, format!("expected an address, found {o:?}"))),
@@ -454,37 +454,44 @@ impl Block<'_> {
     }
 
     /// Reads `size` bytes of space `sp` at `addr`.
-    fn load(&mut self, t: usize, glob: &Global, sp: Space, addr: u64, size: usize) -> Result<u64, PtxError> {
-        let mut buf = [0u8; 8];
-        self.access(t, glob, None, sp, addr, &mut buf[..size])?;
-        Ok(u64::from_le_bytes(buf))
-    }
-
-    fn store(
+    pub(crate) fn load(
         &mut self,
         t: usize,
         glob: &mut Global,
         sp: Space,
         addr: u64,
         size: usize,
+    ) -> Result<u64, PtxError> {
+        let mut buf = [0u8; 8];
+        self.access(t, glob, false, sp, addr, &mut buf[..size])?;
+        Ok(u64::from_le_bytes(buf))
+    }
+
+    /// Writes the low `size` bytes of `v` to space `sp` at `addr`.
+    pub(crate) fn store(
+        &mut self,
+        t: usize,
+        glob: &mut Global,
+        (sp, addr): (Space, u64),
+        size: usize,
         v: u64,
     ) -> Result<(), PtxError> {
         let mut buf = v.to_le_bytes();
-        self.access(t, &Global::new(), Some(glob), sp, addr, &mut buf[..size])
+        self.access(t, glob, true, sp, addr, &mut buf[..size])
     }
 
-    /// One access: a read into `buf` (when `write` is None) or a write of `buf`.
+    /// One access: a read into `buf`, or (`write`) a write of `buf`.
     fn access(
         &mut self,
         t: usize,
-        glob: &Global,
-        write: Option<&mut Global>,
+        glob: &mut Global,
+        write: bool,
         sp: Space,
         addr: u64,
         buf: &mut [u8],
     ) -> Result<(), PtxError> {
         let size = buf.len();
-        let what = if write.is_some() { "write" } else { "read" };
+        let what = if write { "write" } else { "read" };
         if self.opts.memcheck && !addr.is_multiple_of(size as u64) {
             return Err(self.fault(t, what, space_name(sp), addr, size, Fault::Misaligned));
         }
@@ -500,10 +507,7 @@ impl Block<'_> {
         };
         match sp {
             Space::Global => {
-                let r = match write {
-                    Some(g) => g.write(addr, buf),
-                    None => glob.read(addr, buf),
-                };
+                let r = if write { glob.write(addr, buf) } else { glob.read(addr, buf) };
                 r.map_err(|f| self.fault(t, what, "global", addr, size, f))
             }
             Space::Shared => {
@@ -514,8 +518,7 @@ impl Block<'_> {
                 }
                 if self.opts.racecheck && !self.atomic {
                     let we = self.warp_epoch[t / 32];
-                    if let Some(h) = race_check(&mut self.shadow, off, size, t as u32, write.is_some(), self.epoch, we)
-                    {
+                    if let Some(h) = race_check(&mut self.shadow, off, size, t as u32, write, self.epoch, we) {
                         let other = if h.other == u32::MAX {
                             "several threads".to_string()
                         } else {
@@ -528,7 +531,7 @@ impl Block<'_> {
                         return Err(self.err(t, m));
                     }
                 }
-                if write.is_some() {
+                if write {
                     self.shared[off..off + size].copy_from_slice(buf);
                 } else {
                     buf.copy_from_slice(&self.shared[off..off + size]);
@@ -546,7 +549,7 @@ impl Block<'_> {
                     );
                     return Err(self.err(t, m));
                 }
-                if write.is_some() {
+                if write {
                     local[off..off + size].copy_from_slice(buf);
                 } else {
                     buf.copy_from_slice(&local[off..off + size]);
@@ -555,7 +558,7 @@ impl Block<'_> {
             }
             Space::Param => {
                 let off = addr as usize;
-                if write.is_some() || off + size > self.params.len() {
+                if write || off + size > self.params.len() {
                     return Err(self.err(
                         t,
                         format!("invalid param {what} at offset {off} ({} bytes of parameters)", self.params.len()),
@@ -607,77 +610,31 @@ fn space_name(s: Space) -> &'static str {
     }
 }
 
-/// What `ops::exec` needs from a block (kept here so the state stays private).
-pub(crate) trait Machine {
-    fn val(&self, t: usize, o: &Operand, ty: Ty) -> Result<u64, PtxError>;
-    fn set(&mut self, t: usize, o: &Operand, v: u64) -> Result<(), PtxError>;
-    fn addr(&self, t: usize, o: &Operand) -> Result<u64, PtxError>;
-    fn load(&mut self, t: usize, glob: &Global, sp: Space, addr: u64, size: usize) -> Result<u64, PtxError>;
-    fn store(&mut self, t: usize, glob: &mut Global, sp: Space, addr: u64, size: usize, v: u64)
-        -> Result<(), PtxError>;
-    fn err(&self, t: usize, message: String) -> PtxError;
-    fn jump(&mut self, t: usize, pc: usize);
-    fn exit(&mut self, t: usize);
-    fn barrier(&mut self, t: usize);
-    fn collective(&mut self, t: usize, op: Op, word: &'static str, mask: u32, pend: [u64; 3]);
-    fn active_mask(&self, t: usize) -> u32;
-    fn inst_text(&self, t: usize) -> &str;
-    fn set_atomic(&mut self, on: bool);
-}
-
-impl Machine for Block<'_> {
-    fn val(&self, t: usize, o: &Operand, ty: Ty) -> Result<u64, PtxError> {
-        Block::val(self, t, o, ty)
-    }
-    fn set(&mut self, t: usize, o: &Operand, v: u64) -> Result<(), PtxError> {
-        Block::set(self, t, o, v)
-    }
-    fn addr(&self, t: usize, o: &Operand) -> Result<u64, PtxError> {
-        Block::addr(self, t, o)
-    }
-    fn load(&mut self, t: usize, glob: &Global, sp: Space, addr: u64, size: usize) -> Result<u64, PtxError> {
-        Block::load(self, t, glob, sp, addr, size)
-    }
-    fn store(
-        &mut self,
-        t: usize,
-        glob: &mut Global,
-        sp: Space,
-        addr: u64,
-        size: usize,
-        v: u64,
-    ) -> Result<(), PtxError> {
-        Block::store(self, t, glob, sp, addr, size, v)
-    }
-    fn err(&self, t: usize, message: String) -> PtxError {
-        Block::err(self, t, message)
-    }
-    fn jump(&mut self, t: usize, pc: usize) {
+/// What `ops::exec` does to a thread's control state.
+impl Block<'_> {
+    pub(crate) fn jump(&mut self, t: usize, pc: usize) {
         self.threads[t].pc = pc;
     }
-    fn exit(&mut self, t: usize) {
+    pub(crate) fn exit(&mut self, t: usize) {
         self.threads[t].state = State::Done;
     }
-    fn barrier(&mut self, t: usize) {
+    pub(crate) fn barrier(&mut self, t: usize) {
         self.threads[t].state = State::Barrier;
     }
-    fn collective(&mut self, t: usize, op: Op, word: &'static str, mask: u32, pend: [u64; 3]) {
+    pub(crate) fn collective(&mut self, t: usize, op: Op, word: &'static str, mask: u32, pend: [u64; 3]) {
         self.threads[t].state = State::Coll(op, word, mask);
         self.threads[t].pend = pend;
     }
-    fn active_mask(&self, t: usize) -> u32 {
+    pub(crate) fn active_mask(&self, t: usize) -> u32 {
         let w = t / 32;
         (w * 32..((w + 1) * 32).min(self.threads.len()))
             .filter(|&l| self.threads[l].state != State::Done)
             .fold(0u32, |m, l| m | 1 << (l - w * 32))
     }
-    fn set_atomic(&mut self, on: bool) {
+    pub(crate) fn set_atomic(&mut self, on: bool) {
         self.atomic = on;
     }
-    fn inst_text(&self, t: usize) -> &str {
+    pub(crate) fn inst_text(&self, t: usize) -> &str {
         self.k.kernel.text.get(self.threads[t].pc.saturating_sub(1)).map_or("", |s| s.as_str())
     }
 }
-
-/// Unused-import guard for `Inst` in docs.
-pub(crate) type _I = Inst;

@@ -99,6 +99,11 @@ impl Global {
         }
     }
 
+    /// Bytes of the live allocation starting at `base`.
+    pub fn size(&self, base: u64) -> Option<usize> {
+        self.allocs.get(&base).filter(|a| !a.freed).map(|a| a.data.len())
+    }
+
     /// Live allocations (for leak reports).
     pub fn live(&self) -> impl Iterator<Item = (u64, &Alloc)> {
         self.allocs.iter().filter(|(_, a)| !a.freed).map(|(b, a)| (*b, a))

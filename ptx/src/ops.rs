@@ -1,16 +1,16 @@
 //! The semantics of each instruction (one arm per [`Op`]), on a thread of a block.
 
 use crate::alu::{self, ftz32, int_of, mask, sext};
-use crate::exec::Machine;
+use crate::exec::Block;
 use crate::inst::{Inst, Op, Operand, Rnd, Space, Ty};
 use crate::mem::{self, Global};
 use crate::PtxError;
 
-fn src<'a>(m: &impl Machine, t: usize, i: &'a Inst, k: usize) -> Result<&'a Operand, PtxError> {
+fn src<'a>(m: &Block, t: usize, i: &'a Inst, k: usize) -> Result<&'a Operand, PtxError> {
     i.ops.get(k).ok_or_else(|| m.err(t, format!("missing operand {k}")))
 }
 
-fn rd(m: &impl Machine, t: usize, i: &Inst, k: usize, ty: Ty) -> Result<u64, PtxError> {
+fn rd(m: &Block, t: usize, i: &Inst, k: usize, ty: Ty) -> Result<u64, PtxError> {
     m.val(t, src(m, t, i, k)?, ty)
 }
 
@@ -29,7 +29,7 @@ fn out32(x: f32, ftz: bool, sat: bool) -> u64 {
 }
 
 /// Executes `i` on thread `t`.
-pub(crate) fn exec<M: Machine>(m: &mut M, t: usize, i: &Inst, glob: &mut Global) -> Result<(), PtxError> {
+pub(crate) fn exec(m: &mut Block, t: usize, i: &Inst, glob: &mut Global) -> Result<(), PtxError> {
     let ty = i.m.ty();
     let w = ty.bits();
     let d = src(m, t, i, 0);
@@ -97,7 +97,7 @@ pub(crate) fn exec<M: Machine>(m: &mut M, t: usize, i: &Inst, glob: &mut Global)
             };
             for (k, o) in vals.iter().enumerate() {
                 let v = m.val(t, o, ty)?;
-                m.store(t, glob, sp, addr + (k * es) as u64, es, v)?;
+                m.store(t, glob, (sp, addr + (k * es) as u64), es, v)?;
             }
         }
         Op::Cvta => {
@@ -168,7 +168,7 @@ pub(crate) fn exec<M: Machine>(m: &mut M, t: usize, i: &Inst, glob: &mut Global)
     Ok(())
 }
 
-fn mov<M: Machine>(m: &mut M, t: usize, i: &Inst, ty: Ty) -> Result<(), PtxError> {
+fn mov(m: &mut Block, t: usize, i: &Inst, ty: Ty) -> Result<(), PtxError> {
     let d = src(m, t, i, 0)?;
     let s = src(m, t, i, 1)?;
     match (d, s) {
@@ -188,7 +188,7 @@ fn mov<M: Machine>(m: &mut M, t: usize, i: &Inst, ty: Ty) -> Result<(), PtxError
     Ok(())
 }
 
-fn float_op<M: Machine>(m: &mut M, t: usize, i: &Inst, ty: Ty) -> Result<(), PtxError> {
+fn float_op(m: &mut Block, t: usize, i: &Inst, ty: Ty) -> Result<(), PtxError> {
     let d = src(m, t, i, 0)?;
     let (ftz, sat, r) = (i.m.ftz, i.m.sat, i.m.rnd);
     let f32ty = ty == Ty::F(32);
@@ -280,7 +280,7 @@ fn float_op<M: Machine>(m: &mut M, t: usize, i: &Inst, ty: Ty) -> Result<(), Ptx
     m.set(t, d, v)
 }
 
-fn int_op<M: Machine>(m: &mut M, t: usize, i: &Inst, ty: Ty) -> Result<(), PtxError> {
+fn int_op(m: &mut Block, t: usize, i: &Inst, ty: Ty) -> Result<(), PtxError> {
     let d = src(m, t, i, 0)?;
     let w = ty.bits();
     let a = rd(m, t, i, 1, ty)?;
@@ -427,7 +427,7 @@ fn width_ty(t: Ty, bits: u32) -> Ty {
     }
 }
 
-fn atom<M: Machine>(m: &mut M, t: usize, i: &Inst, glob: &mut Global) -> Result<(), PtxError> {
+fn atom(m: &mut Block, t: usize, i: &Inst, glob: &mut Global) -> Result<(), PtxError> {
     let ty = i.m.ty();
     let es = ty.bytes();
     let sp = i.m.space.unwrap_or(Space::Generic);
@@ -492,7 +492,7 @@ fn atom<M: Machine>(m: &mut M, t: usize, i: &Inst, glob: &mut Global) -> Result<
             return Err(m.err(t, "unsupported atomic operation".into()));
         }
     };
-    let r = m.store(t, glob, sp, addr, es, new);
+    let r = m.store(t, glob, (sp, addr), es, new);
     m.set_atomic(false);
     r?;
     if has_d {

@@ -16,6 +16,17 @@ pub mod tensor;
 pub mod tokenizer;
 pub mod weights;
 
+/// An error and its causes, `a: b: c` (for messages and test failures).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(&format!(": {c}"));
+        src = c.source();
+    }
+    s
+}
+
 pub use model::{open_model, Model, ModelError, ModelKind};
 pub use session::{Backend, Session, SessionError};
 pub use tensor::{StateTensor, Tensor};

@@ -29,7 +29,7 @@
 mod differential;
 
 use differential::gen;
-use differential::{chain, check, graph_inputs, lower_options, perturb, script, show, spec_file, trace, Trace};
+use differential::{check, graph_inputs, lower_options, perturb, script, show, spec_file, trace, Trace};
 use proptest::prelude::*;
 use qgc_ir::interp::{self, MapWeights, Rng};
 use qgc_ir::{lower, Bindings, ModelSpec};
@@ -38,6 +38,7 @@ use qgc_runtime::compiled::{CpuModel, CpuOptions, Entry};
 use qgc_runtime::cuda::model::CudaModel;
 use qgc_runtime::cuda::ptx::PtxDevice;
 use qgc_runtime::cuda::{nvrtc, Device};
+use qgc_runtime::error_chain as chain;
 use qgc_runtime::weights::{Bf16Weights, RawWeights};
 use qgc_runtime::Backend;
 use std::collections::BTreeMap;

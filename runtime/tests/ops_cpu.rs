@@ -4,9 +4,10 @@
 
 mod op_table;
 
-use op_table::{chain, run_table, OpBackend};
+use op_table::{run_table, OpBackend};
 use qgc_ir::{Bindings, Graph};
 use qgc_runtime::compiled::{CpuModel, CpuOptions, Entry};
+use qgc_runtime::error_chain as chain;
 use qgc_runtime::weights::RawWeights;
 use qgc_runtime::{StateTensor, Tensor};
 use std::collections::BTreeMap;

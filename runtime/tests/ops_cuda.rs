@@ -6,12 +6,13 @@
 
 mod op_table;
 
-use op_table::{chain, run_table, OpBackend};
+use op_table::{run_table, OpBackend};
 use qgc_ir::{Bindings, Graph};
 use qgc_runtime::compiled::{CpuModel, CpuOptions, Entry};
 use qgc_runtime::cuda::model::CudaModel;
 use qgc_runtime::cuda::ptx::PtxDevice;
 use qgc_runtime::cuda::{nvrtc, Device};
+use qgc_runtime::error_chain as chain;
 use qgc_runtime::weights::RawWeights;
 use qgc_runtime::{StateTensor, Tensor};
 use std::collections::BTreeMap;

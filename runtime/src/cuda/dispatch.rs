@@ -3,7 +3,7 @@
 
 use super::device::DevPtr;
 use super::kernels as k;
-use super::model::{bytes_f32, f32_bytes, Buffers, CudaModel};
+use super::model::{bytes_f32, bytes_i32, f32_bytes, Buffers, CudaModel};
 use super::CudaError;
 use qgc_codegen::binding::{Epilogue, Kernel};
 use qgc_ir::interp::{eval_op, Tensor as ITensor};
@@ -39,10 +39,7 @@ impl CudaModel<'_> {
                     let mut b = vec![0u8; 4 * shape.iter().product::<usize>()];
                     dev.dtoh(ops[j], &mut b)?;
                     ins.push(match ty.dtype {
-                        DType::I32 => ITensor::i32(
-                            shape,
-                            b.chunks_exact(4).map(|x| i32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect(),
-                        ),
+                        DType::I32 => ITensor::i32(shape, bytes_i32(&b)),
                         _ => ITensor::f32(shape, bytes_f32(&b)),
                     });
                 }

@@ -74,6 +74,10 @@ pub(super) fn bytes_f32(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
+pub(super) fn bytes_i32(b: &[u8]) -> Vec<i32> {
+    b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
 fn tensor_bytes(t: &Tensor) -> Vec<u8> {
     match (t.as_f32(), t.as_i32()) {
         (Some(v), _) => f32_bytes(v),
@@ -334,7 +338,7 @@ impl<'w> CudaModel<'w> {
                 k::argmax::argmax(dev, &self.loaded, rows, vocab, io[kk], ids)?;
                 let mut b = vec![0u8; 4 * rows];
                 dev.dtoh(ids, &mut b)?;
-                let v: Vec<i32> = b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                let v = bytes_i32(&b);
                 outs.insert("argmax".to_string(), Tensor::i32(shape[..shape.len() - 1].to_vec(), v));
                 continue;
             }
@@ -348,10 +352,7 @@ impl<'w> CudaModel<'w> {
                 }
                 None => {
                     let t = match slot.ty.dtype {
-                        DType::I32 => Tensor::i32(
-                            shape,
-                            b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-                        ),
+                        DType::I32 => Tensor::i32(shape, bytes_i32(&b)),
                         _ => Tensor::f32(shape, bytes_f32(&b)),
                     };
                     outs.insert(slot.name.clone(), t);

@@ -20,7 +20,6 @@ struct State {
     interp: Interp,
     modules: Vec<(String, ModuleHandle)>,
     used: usize,
-    sizes: std::collections::HashMap<u64, usize>,
 }
 
 impl PtxDevice {
@@ -28,12 +27,7 @@ impl PtxDevice {
     /// allocations are admitted against) and the given options.
     pub fn new(arch: u32, capacity: usize, options: Options) -> PtxDevice {
         PtxDevice {
-            inner: Mutex::new(State {
-                interp: Interp::new(options),
-                modules: Vec::new(),
-                used: 0,
-                sizes: Default::default(),
-            }),
+            inner: Mutex::new(State { interp: Interp::new(options), modules: Vec::new(), used: 0 }),
             arch,
             capacity,
         }
@@ -89,14 +83,13 @@ impl Device for PtxDevice {
         }
         let a = s.interp.alloc(bytes);
         s.used += bytes;
-        s.sizes.insert(a, bytes);
         Ok(DevPtr(a))
     }
 
     fn free(&self, ptr: DevPtr) -> Result<(), CudaError> {
         let mut s = self.state();
+        let n = s.interp.global.size(ptr.0).unwrap_or(0);
         s.interp.free(ptr.0).map_err(invalid)?;
-        let n = s.sizes.remove(&ptr.0).unwrap_or(0);
         s.used -= n;
         Ok(())
     }

@@ -8,6 +8,7 @@
 //! session grows a capacity, the buffer is re-laid out on the device (row by row), never
 //! through the host.
 
+use super::model::{bytes_f32, f32_bytes};
 use super::{CudaError, DevPtr, Device};
 use crate::tensor::{StateTensor, Tensor};
 use std::collections::BTreeMap;
@@ -32,10 +33,6 @@ fn elems(st: &StateTensor, cap: usize) -> usize {
         shape[a] = cap;
     }
     shape.iter().product()
-}
-
-fn bytes_f32(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 impl DeviceState {
@@ -74,7 +71,7 @@ impl DeviceState {
                 Ok(p)
             }
             None => {
-                let data: Vec<u8> = st.data().iter().flat_map(|x| x.to_le_bytes()).collect();
+                let data = f32_bytes(st.data());
                 let p = dev.alloc(data.len().max(4))?;
                 dev.htod(&data, p)?;
                 self.bufs.insert(name.to_string(), Resident { ptr: p, cap });

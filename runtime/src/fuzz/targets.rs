@@ -64,13 +64,7 @@ impl Drop for Context {
 
 /// An error and its causes, `a: b: c`.
 pub(super) fn chain(e: &dyn Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(&format!(": {c}"));
-        src = c.source();
-    }
-    s
+    crate::error_chain(e)
 }
 
 fn text(input: &[u8]) -> Result<&str, String> {

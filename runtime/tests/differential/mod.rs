@@ -349,14 +349,3 @@ pub fn trace(program: &Program, backend: Backend, vocab: usize, sc: &Script, las
     }
     Ok(t)
 }
-
-/// An error with its causes (`a: b: c`).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut at = e.source();
-    while let Some(c) = at {
-        s += &format!(": {c}");
-        at = c.source();
-    }
-    s
-}

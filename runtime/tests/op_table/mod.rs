@@ -21,17 +21,6 @@ use qgc_runtime::weights::{Bf16Weights, RawWeights};
 use qgc_runtime::{StateTensor, Tensor};
 use std::collections::BTreeMap;
 
-/// An error with its causes (`a: b: c`).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut at = e.source();
-    while let Some(c) = at {
-        s += &format!(": {c}");
-        at = c.source();
-    }
-    s
-}
-
 /// Weights of a case as a backend stores them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
