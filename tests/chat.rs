@@ -240,7 +240,9 @@ fn restore_checks_every_state_tensor() {
     assert_eq!(err(&mut fresh, extra), "state.l99.k is not a state tensor of this model");
     let mut two = saved.clone();
     two.padding = vec![0, 0];
-    assert_eq!(err(&mut fresh, two), "the state has 2 sequences, the session 1");
+    // Restoring regroups to the state's batch size, but its tensors must hold that many rows.
+    let e = err(&mut fresh, two);
+    assert!(e.contains("this model needs f32[2,"), "{e}");
     assert_eq!(fresh.position(), 0, "failed restores change nothing");
     fresh.restore(saved).unwrap();
     let next = [50, 51];

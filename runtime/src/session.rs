@@ -249,20 +249,22 @@ impl<'w> Session<'w> {
 
     /// Replaces everything the session carries between calls with `saved` (what
     /// [`Session::position`], [`Session::padding`], [`Session::state`], [`Session::mtp_position`]
-    /// and [`Session::mtp_state`] returned for a session of the same program), e.g. a state saved
-    /// to a file. Every state tensor must be there with this program's dtype and shape at those
+    /// and [`Session::mtp_state`] returned for a session of the same program, or what
+    /// [`Session::saved`] returned), e.g. a state saved to a file. The batch size becomes the
+    /// state's ([`crate::rows`] regroups sequences). Every state tensor must be there with this program's dtype and shape at those
     /// positions; otherwise nothing changes and the error names the first problem.
     /// [`Session::hidden`] is `None` afterwards.
     pub fn restore(&mut self, saved: SavedState) -> Result<(), SessionError> {
         let bad = |m: String| Err(SessionError::Input(m));
-        if saved.padding.len() != self.batch {
-            return bad(format!("the state has {} sequences, the session {}", saved.padding.len(), self.batch));
+        if saved.padding.is_empty() {
+            return bad("the state holds no sequences".into());
         }
         if let Some(&p) = saved.padding.iter().find(|&&p| p > saved.position) {
             return bad(format!("padding {p} is more than the {} cache slots", saved.position));
         }
+        let batch = saved.padding.len();
         let check = |decls: &[StateDecl], got: &BTreeMap<String, Tensor>, p: usize| {
-            let bind = Bindings { b: self.batch, s: 0, p };
+            let bind = Bindings { b: batch, s: 0, p };
             for d in decls {
                 // As stored: bf16/f16 state lives in f32 tensors.
                 let want = || {
@@ -285,7 +287,7 @@ impl<'w> Session<'w> {
         };
         check(&self.program.state, &saved.state, saved.position).or_else(bad)?;
         check(&self.program.mtp_state, &saved.mtp_state, saved.mtp_position).or_else(bad)?;
-        let b = self.batch;
+        let b = batch;
         let room = |decls: &[StateDecl], len| state_bytes_after(decls, &BTreeMap::new(), b, len);
         let total = room(&self.program.state, saved.position)
             .zip(room(&self.program.mtp_state, saved.mtp_position))
@@ -298,12 +300,118 @@ impl<'w> Session<'w> {
         self.mtp_state = load(&self.program.mtp_state, &saved.mtp_state);
         self.dev_state = None;
         self.dev_mtp_state = None;
+        self.batch = batch;
         self.past = saved.position;
         self.pad = saved.padding;
         self.hidden = None;
         self.mtp_past = saved.mtp_position;
         self.poisoned = false;
         Ok(())
+    }
+
+    /// Everything the session carries between calls, for [`Session::restore`] (dense copies).
+    pub fn saved(&self) -> Result<SavedState, SessionError> {
+        Ok(SavedState {
+            position: self.past,
+            padding: self.pad.clone(),
+            state: self.state()?,
+            mtp_position: self.mtp_past,
+            mtp_state: self.mtp_state()?,
+        })
+    }
+
+    /// Regroups the batch in place: rows `keep` of this batch (in that order) followed by the
+    /// single sequences `join` (as [`Session::row`] or [`crate::rows::split`] give them). Each
+    /// row keeps its own length; shorter rows are left-padded to the longest. One copy of the
+    /// kept state (the CUDA backend's state goes through the host). The MTP block must hold
+    /// nothing. On error nothing changes.
+    pub fn regroup(&mut self, keep: &[usize], join: &[&SavedState]) -> Result<(), SessionError> {
+        let bad = |m: String| SessionError::Input(m);
+        if self.poisoned {
+            return Err(SessionError::Poisoned);
+        }
+        if let Some(&b) = keep.iter().find(|&&b| b >= self.batch) {
+            return Err(bad(format!("row {b} of a batch of {}", self.batch)));
+        }
+        if keep.is_empty() && join.is_empty() {
+            return Err(bad("a batch needs at least one sequence".into()));
+        }
+        if self.mtp_past != 0 || join.iter().any(|j| j.mtp_position != 0) {
+            return Err(bad("sequences whose MTP block holds tokens cannot be regrouped".into()));
+        }
+        if let Some(j) = join.iter().find(|j| j.padding != [0]) {
+            return Err(bad(format!("a joining state must be one unpadded sequence, not {} rows", j.padding.len())));
+        }
+        if self.dev_state.is_some() {
+            // The device holds the values: regroup through host copies.
+            let saved = self.saved()?;
+            let rows = crate::rows::split(&self.program.state, &saved)?;
+            let picked: Vec<&SavedState> = keep.iter().map(|&b| &rows[b]).chain(join.iter().copied()).collect();
+            let stacked = crate::rows::stack(&self.program.state, &picked)?;
+            return self.restore(stacked);
+        }
+        let lens: Vec<usize> =
+            keep.iter().map(|&b| self.past - self.pad[b]).chain(join.iter().map(|j| j.position)).collect();
+        let len = lens.iter().copied().max().unwrap_or(0);
+        let batch = lens.len();
+        let fresh = zero_state(&self.program.state, 1);
+        let mut state = BTreeMap::new();
+        for d in &self.program.state {
+            let old = self.state.get(&d.name).or_else(|| fresh.get(&d.name)).expect("every declared state exists");
+            let mut picks: Vec<crate::tensor::Pick> = Vec::with_capacity(batch);
+            for &b in keep {
+                let from = if self.state.contains_key(&d.name) { self.pad[b] } else { 0 };
+                picks.push(crate::tensor::Pick::Keep { row: if self.state.is_empty() { 0 } else { b }, from });
+            }
+            for (i, j) in join.iter().enumerate() {
+                let t = j.state.get(&d.name).ok_or_else(|| bad(format!("joining sequence {i} has no {}", d.name)))?;
+                picks.push(crate::tensor::Pick::New(t));
+            }
+            let t = old
+                .regroup(&picks, len)
+                .ok_or_else(|| bad(format!("a joining sequence's {} does not fit this model's state", d.name)))?;
+            state.insert(d.name.clone(), t);
+        }
+        let total = state.values().try_fold(0u64, |acc, t| t.bytes_with(t.capacity()).and_then(|b| acc.checked_add(b)));
+        self.held.resize(format!("the decode state of {batch} sequence(s) being regrouped"), total)?;
+        self.state = state;
+        self.mtp_state = BTreeMap::new();
+        self.batch = batch;
+        self.past = len;
+        self.pad = lens.iter().map(|l| len - l).collect();
+        self.hidden = None;
+        Ok(())
+    }
+
+    /// Row `b` on its own: batch 1, its padding dropped (dense copies).
+    pub fn row(&self, b: usize) -> Result<SavedState, SessionError> {
+        if b >= self.batch {
+            return Err(SessionError::Input(format!("row {b} of a batch of {}", self.batch)));
+        }
+        if self.dev_state.is_some() || self.state.is_empty() {
+            let rows = crate::rows::split(&self.program.state, &self.saved()?)?;
+            return Ok(rows.into_iter().nth(b).expect("split keeps every row"));
+        }
+        let len = self.past - self.pad[b];
+        let pick = [crate::tensor::Pick::Keep { row: b, from: self.pad[b] }];
+        let state = self
+            .state
+            .iter()
+            .map(|(n, t)| {
+                Ok((n.clone(), t.regroup(&pick, len).ok_or_else(|| SessionError::Input(n.to_string()))?.dense()))
+            })
+            .collect::<Result<_, SessionError>>()?;
+        Ok(SavedState { position: len, padding: vec![0], state, mtp_position: 0, mtp_state: BTreeMap::new() })
+    }
+
+    /// Sequences in the batch.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// The program the session runs.
+    pub fn program(&self) -> &Program {
+        &self.program
     }
 
     /// Whether the program has an MTP draft entry point.
@@ -404,6 +512,14 @@ impl<'w> Session<'w> {
         let v = logits.shape[2];
         let data = logits.as_f32().expect("logits are f32");
         Ok((0..self.batch).map(|b| Tensor::f32(vec![1, v], data[b * v..(b + 1) * v].to_vec())).collect())
+    }
+
+    /// Feeds `tokens[b]` (all the same length ≥ 1) through prefill without the vocabulary
+    /// projection, continuing from the current state: the state advances, no logits are made
+    /// (what [`Session::prefill_last`] does with all but a prompt's last token).
+    pub fn feed(&mut self, tokens: &[Vec<i32>]) -> Result<(), SessionError> {
+        let s = tokens.first().map(|t| t.len()).unwrap_or(0);
+        self.call_entry(Entry::PrefillHidden, tokens, s).map(drop)
     }
 
     /// Feeds one token per sequence through the decode entry point, each at its own position;

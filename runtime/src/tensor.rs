@@ -162,6 +162,21 @@ pub struct StateTensor {
     data: Vec<f32>,
 }
 
+/// Where a row of a regrouped batch comes from ([`StateTensor::regroup`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Pick<'a> {
+    /// Row `row` of the tensor, its entries from `from` on along the growing axis (the rest is
+    /// left padding).
+    Keep {
+        /// Row in the old batch.
+        row: usize,
+        /// First valid entry (the row's padding).
+        from: usize,
+    },
+    /// A dense batch-1 tensor (all its entries valid).
+    New(&'a Tensor),
+}
+
 /// The axis a state tensor of type `ty` grows along from call to call (the one whose size
 /// involves `P`: a KV cache's length), if any.
 pub fn grow_axis(ty: &TensorType) -> Option<usize> {
@@ -292,6 +307,59 @@ impl StateTensor {
             assert!(len <= self.capacity, "state length {len} past its capacity {}", self.capacity);
             self.shape[a] = len;
         }
+    }
+
+    /// A new batch of this state (batch on axis 0), one row per pick: [`Pick::Keep`] takes a row
+    /// of this tensor, [`Pick::New`] a batch-1 dense tensor. Along the growing axis each row's
+    /// entries are right-aligned to `len` (zeros before them: left padding); the buffer keeps
+    /// this tensor's capacity when `len` fits. One copy of the picked rows. `None` when a
+    /// [`Pick::New`] tensor's shape does not fit.
+    pub fn regroup(&self, picks: &[Pick], len: usize) -> Option<StateTensor> {
+        let mut shape = self.shape.clone();
+        shape[0] = picks.len();
+        if let Some(a) = self.axis {
+            shape[a] = len;
+        }
+        let capacity = self.axis.map_or(0, |_| grown(self.capacity.max(MIN_CAPACITY), len));
+        let mut out = StateTensor { shape, axis: self.axis, capacity, data: Vec::new() };
+        out.data = vec![0.0; out.physical_len()];
+        let row_out = out.physical_len() / picks.len().max(1);
+        let row_in = self.physical_len() / self.shape[0].max(1);
+        for (i, pick) in picks.iter().enumerate() {
+            let dst = &mut out.data[i * row_out..(i + 1) * row_out];
+            let (src, cap_in, from, to): (&[f32], usize, usize, usize) = match *pick {
+                Pick::Keep { row, from } => {
+                    let to = self.axis.map_or(0, |a| self.shape[a]);
+                    (&self.data[row * row_in..(row + 1) * row_in], self.capacity, from.min(to), to)
+                }
+                Pick::New(t) => {
+                    let ok = t.shape.len() == self.shape.len()
+                        && t.shape[0] == 1
+                        && (1..t.shape.len()).all(|d| Some(d) == self.axis || t.shape[d] == self.shape[d]);
+                    if !ok {
+                        return None;
+                    }
+                    let l = self.axis.map_or(0, |a| t.shape[a]);
+                    (t.as_f32()?, l, 0, l)
+                }
+            };
+            let Some(a) = self.axis else {
+                dst.copy_from_slice(&src[..row_out]);
+                continue;
+            };
+            let n = to - from;
+            if n > len {
+                return None;
+            }
+            let outer: usize = self.shape[1..a].iter().product();
+            let inner: usize = self.shape[a + 1..].iter().product();
+            for o in 0..outer {
+                let s0 = (o * cap_in + from) * inner;
+                let d0 = (o * capacity + len - n) * inner;
+                dst[d0..d0 + n * inner].copy_from_slice(&src[s0..s0 + n * inner]);
+            }
+        }
+        Some(out)
     }
 
     /// A dense copy in the logical shape.
