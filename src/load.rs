@@ -311,6 +311,12 @@ impl ModelArgs {
 }
 
 impl Opened {
+    /// HF directories that may hold a tokenizer, a chat template and generation settings, most
+    /// specific first.
+    pub fn hf_dirs(&self) -> &[PathBuf] {
+        &self.hf_dirs
+    }
+
     /// --tokenizer, else the first model/weights directory's tokenizer.json, else the shipped
     /// Qwen tokenizer. One larger than the model's vocabulary is an error (ending in `hint`, what
     /// to pass instead) when it was asked for or text must be encoded (`need_text`); otherwise

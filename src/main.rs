@@ -5,6 +5,7 @@ mod chat;
 mod load;
 mod logits;
 mod run;
+mod serve;
 mod summary;
 mod tokenize;
 
@@ -135,6 +136,9 @@ enum Cmd {
     Chat(chat::ChatArgs),
     /// Time prefill and decode (tok/s) and compare decode with the DRAM floor.
     Bench(bench::BenchArgs),
+    /// Serve MODEL over HTTP with OpenAI's API (chat, completions, models, health, metrics):
+    /// continuous batching and a prefix cache for hybrid state.
+    Serve(serve::ServeArgs),
     /// Compute logits for a token sequence: prefill the first N, decode the rest one at a time.
     Logits(logits::LogitsArgs),
     /// Encode text to token ids (printed comma-separated) with MODEL's tokenizer, --tokenizer
@@ -208,6 +212,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Chat(args) => chat::run(&args),
         Cmd::Logits(args) => logits::run(&args),
         Cmd::Bench(args) => bench::run(&args),
+        Cmd::Serve(args) => serve::run(&args),
         Cmd::Tokenize(args) => tokenize::tokenize(&args),
         Cmd::Detokenize(args) => tokenize::detokenize(&args),
         Cmd::Import { source, out } => import(&source, &out),
