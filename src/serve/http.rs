@@ -160,6 +160,9 @@ fn params(
         (None, Some(d)) => d.min(room),
         (None, None) => room,
     };
+    if !c.stop.is_empty() && app.tokenizer.is_none() {
+        return Err(ApiError::bad("stop", "`stop` needs text, and this model has no tokenizer that fits its vocabulary"));
+    }
     let need = app.info.seq_bytes(prompt_len + max_tokens).saturating_mul(c.n as u64);
     if need > app.limits.state_budget {
         return Err(ctx(format!(
