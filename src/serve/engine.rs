@@ -66,10 +66,12 @@ pub struct Submit {
 pub struct TokenLogprob {
     /// The token as text (bytes that are not UTF-8 on their own decode to U+FFFD).
     pub token: String,
+    /// The token's own bytes (part of a character, for byte-level tokens that split one).
+    pub bytes: Vec<u8>,
     /// `log p` under the model's distribution (raw logits).
     pub logprob: f32,
-    /// The most likely tokens, most likely first.
-    pub top: Vec<(String, i32, f32)>,
+    /// The most likely tokens (text, bytes, log-probability), most likely first.
+    pub top: Vec<(String, Vec<u8>, f32)>,
 }
 
 /// Why a choice ended.
@@ -634,10 +636,6 @@ fn logprobs(row: &[f32], id: i32, k: usize, tok: Option<&Tokenizer>) -> TokenLog
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lse = max as f64 + row.iter().map(|&x| ((x - max) as f64).exp()).sum::<f64>().ln();
     let lp = |i: usize| (row[i] as f64 - lse) as f32;
-    let name = |i: i32| match tok {
-        Some(t) => t.decode(&[i as u32]).unwrap_or_default(),
-        None => i.to_string(),
-    };
     let mut idx: Vec<usize> = (0..row.len()).collect();
     let k = k.min(row.len());
     if k > 0 {
@@ -647,11 +645,45 @@ fn logprobs(row: &[f32], id: i32, k: usize, tok: Option<&Tokenizer>) -> TokenLog
     } else {
         idx.clear();
     }
+    let (token, bytes) = token_text(tok, id);
     TokenLogprob {
-        token: name(id),
+        token,
+        bytes,
         logprob: lp(id as usize),
-        top: idx.into_iter().map(|i| (name(i as i32), i as i32, lp(i))).collect(),
+        top: idx
+            .into_iter()
+            .map(|i| {
+                let (t, b) = token_text(tok, i as i32);
+                (t, b, lp(i))
+            })
+            .collect(),
     }
+}
+
+/// A token's text (U+FFFD where it holds part of a character) and its own bytes: a byte-level
+/// BPE token's vocabulary string maps back to bytes through GPT-2's byte alphabet.
+fn token_text(tok: Option<&Tokenizer>, id: i32) -> (String, Vec<u8>) {
+    let Some(t) = tok else { return (id.to_string(), id.to_string().into_bytes()) };
+    let text = t.decode(&[id as u32]).unwrap_or_default();
+    if !text.contains('\u{FFFD}') {
+        let b = text.as_bytes().to_vec();
+        return (text, b);
+    }
+    let bytes = t.id_token(id as u32).and_then(|s| s.chars().map(byte_level).collect::<Option<Vec<u8>>>());
+    let b = bytes.unwrap_or_else(|| text.as_bytes().to_vec());
+    (text, b)
+}
+
+/// The byte a character of GPT-2's byte-level alphabet stands for: printable Latin-1 stands for
+/// itself, the other 68 bytes were moved to U+0100.. in order.
+fn byte_level(c: char) -> Option<u8> {
+    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let u = c as u32;
+    if printable(u) {
+        return Some(u as u8);
+    }
+    let n = u.checked_sub(256)?;
+    (0u32..256).filter(|&b| !printable(b)).nth(n as usize).map(|b| b as u8)
 }
 
 /// The longest common prefix of `a` and `b`.
@@ -687,5 +719,23 @@ fn summary(seq: &Seq, usage: Usage, now: Instant) -> Summary {
         e2e: now.duration_since(arrived).as_secs_f64(),
         tok_s: if decode > 0.0 { after_first as f64 / decode } else { 0.0 },
         finish: seq.choices[0].done.map_or("abort", Finish::as_str),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_level;
+
+    #[test]
+    fn byte_level_characters_map_back_to_their_bytes() {
+        // GPT-2's table: printable Latin-1 is itself; the other 68 bytes in order from U+0100.
+        assert_eq!(byte_level('a'), Some(b'a'));
+        assert_eq!(byte_level('\u{0100}'), Some(0x00));
+        assert_eq!(byte_level('Ċ'), Some(b'\n'));
+        assert_eq!(byte_level('Ġ'), Some(b' '));
+        assert_eq!(byte_level('\u{0121}'), Some(0x7f));
+        assert_eq!(byte_level('\u{0143}'), Some(0xad));
+        assert_eq!(byte_level('\u{0144}'), None);
+        assert_eq!(byte_level('é'), Some(0xe9));
     }
 }

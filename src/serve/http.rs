@@ -161,7 +161,10 @@ fn params(
         (None, None) => room,
     };
     if !c.stop.is_empty() && app.tokenizer.is_none() {
-        return Err(ApiError::bad("stop", "`stop` needs text, and this model has no tokenizer that fits its vocabulary"));
+        return Err(ApiError::bad(
+            "stop",
+            "`stop` needs text, and this model has no tokenizer that fits its vocabulary",
+        ));
     }
     let need = app.info.seq_bytes(prompt_len + max_tokens).saturating_mul(c.n as u64);
     if need > app.limits.state_budget {
@@ -313,6 +316,8 @@ struct ChoiceOut {
     ids: Vec<i32>,
     finish: Option<Finish>,
     started: bool,
+    /// Characters streamed so far (completions' `text_offset`).
+    offset: usize,
 }
 
 /// What one piece of text added.
@@ -335,6 +340,7 @@ impl ChoiceOut {
             ids: Vec::new(),
             finish: None,
             started: false,
+            offset: 0,
         }
     }
 
@@ -391,23 +397,21 @@ fn call_id(req: &str, choice: usize, k: usize) -> String {
     format!("call_{}_{choice}_{k}", req.rsplit('-').next().unwrap_or(req))
 }
 
-fn bytes(s: &str) -> Vec<u8> {
-    s.as_bytes().to_vec()
-}
-
 fn chat_logprob(l: &TokenLogprob) -> Value {
     json!({
-        "token": l.token, "logprob": l.logprob, "bytes": bytes(&l.token),
-        "top_logprobs": l.top.iter().map(|(t, _, lp)| json!({"token": t, "logprob": lp, "bytes": bytes(t)})).collect::<Vec<_>>(),
+        "token": l.token, "logprob": l.logprob, "bytes": l.bytes,
+        "top_logprobs": l.top.iter().map(|(t, b, lp)| json!({"token": t, "logprob": lp, "bytes": b})).collect::<Vec<_>>(),
     })
 }
 
+/// Completions' logprobs; `text_offset` counts characters (as OpenAI and vLLM do) from
+/// `offset0`.
 fn completion_logprobs(ls: &[TokenLogprob], offset0: usize) -> Value {
     let mut offset = offset0;
     let mut offsets = Vec::new();
     for l in ls {
         offsets.push(offset);
-        offset += l.token.len();
+        offset += l.token.chars().count();
     }
     json!({
         "tokens": ls.iter().map(|l| l.token.clone()).collect::<Vec<_>>(),
@@ -480,7 +484,7 @@ async fn collect(out: &Output, mut rx: UnboundedReceiver<Event>) -> Result<Value
                 let echo = out.echo.clone().unwrap_or_default();
                 json!({
                     "index": i, "text": format!("{echo}{}", c.content), "finish_reason": c.finish_reason(),
-                    "logprobs": lp.map(|l| completion_logprobs(l, echo.len())),
+                    "logprobs": lp.map(|l| completion_logprobs(l, echo.chars().count())),
                 })
             }
         };
@@ -586,9 +590,15 @@ fn stream(out: Output, mut rx: UnboundedReceiver<Event>) -> Response {
                     let mut text = d.content;
                     if !c.started {
                         c.started = true;
-                        text = format!("{}{text}", out.echo.clone().unwrap_or_default());
+                        let echo = out.echo.clone().unwrap_or_default();
+                        c.offset = echo.chars().count();
+                        text = format!("{echo}{text}");
                     }
-                    let lp = lp.map(|l| completion_logprobs(std::slice::from_ref(&l), 0));
+                    let lp = lp.map(|l| {
+                        let v = completion_logprobs(std::slice::from_ref(&l), c.offset);
+                        c.offset += l.token.chars().count();
+                        v
+                    });
                     let fr = finish.map(|_| c.finish_reason());
                     if !text.is_empty() || lp.is_some() || fr.is_some() || (want_ids && id.is_some()) {
                         let mut p = json!({"index": i, "text": text, "logprobs": lp, "finish_reason": fr});

@@ -172,8 +172,21 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("listening on {addr}"))?;
         let local = listener.local_addr()?;
         eprintln!("qgc serve: listening on http://{local} (model {:?})", app.name);
+        // SIGINT (ctrl-c) or SIGTERM (what process managers send): stop accepting, finish what
+        // runs, exit.
         let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
+            let term = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term => {}
+            }
             eprintln!("qgc serve: shutting down");
         };
         axum::serve(listener, http::router(app)).with_graceful_shutdown(shutdown).await.context("serving HTTP")
