@@ -151,3 +151,123 @@ fn bad_requests_get_openai_errors() {
     assert_eq!(got, 200, "{v}");
     assert!(s.metric("qgc:requests_rejected_total") >= cases.len() as f64);
 }
+
+/// A deterministic xorshift.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[(self.next() % xs.len() as u64) as usize]
+    }
+}
+
+/// Odd values a mutation puts anywhere.
+fn odd(r: &mut Rng) -> Value {
+    r.pick(&[
+        json!(null),
+        json!(-1),
+        json!(0),
+        json!(2147483648u64),
+        json!(4294967296u64),
+        json!(9223372036854775807i64),
+        json!(18446744073709551615u64),
+        json!(-9223372036854775808i64),
+        json!(1e308),
+        json!(-1e308),
+        json!(0.5),
+        json!(6e9),
+        json!(""),
+        json!("\u{0}\u{ffff}<|im_end|>"),
+        json!(true),
+        json!([]),
+        json!({}),
+        json!([[[[[]]]]]),
+        json!({"type": "text", "text": 5}),
+        json!([1, "a", null]),
+    ])
+    .clone()
+}
+
+fn mutate(v: &mut Value, r: &mut Rng, depth: usize) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            let keys: Vec<String> = m.keys().cloned().collect();
+            let k = r.pick(&keys).clone();
+            match r.next() % 4 {
+                0 => {
+                    m.remove(&k);
+                }
+                1 => {
+                    m.insert(k, odd(r));
+                }
+                _ if depth < 4 => mutate(m.get_mut(&k).unwrap(), r, depth + 1),
+                _ => {
+                    m.insert(k, odd(r));
+                }
+            }
+        }
+        Value::Array(a) if !a.is_empty() => {
+            let i = (r.next() % a.len() as u64) as usize;
+            match r.next() % 3 {
+                0 => a[i] = odd(r),
+                1 => a.push(a[i].clone()),
+                _ if depth < 4 => mutate(&mut a[i], r, depth + 1),
+                _ => a[i] = odd(r),
+            }
+        }
+        _ => *v = odd(r),
+    }
+}
+
+#[test]
+fn mutated_requests_never_get_a_server_error() {
+    let s = tiny(&["--max-model-len", "96", "--max-num-seqs", "4"]);
+    let seeds = [
+        (
+            "/v1/completions",
+            json!({"prompt": [1, 2, 3], "max_tokens": 4, "temperature": 0.5, "stop": ["a"], "logprobs": 2, "n": 2, "seed": 3}),
+        ),
+        (
+            "/v1/completions",
+            json!({"prompt": "hi there", "max_tokens": 3, "stream": true, "stream_options": {"include_usage": true}, "echo": true}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({
+                "model": "qwen3-next-tiny", "max_completion_tokens": 4, "top_p": 0.9, "top_k": 5, "min_p": 0.1,
+                "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": [{"type": "text", "text": "q"}]},
+                             {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{\"x\": 1}"}}]},
+                             {"role": "tool", "tool_call_id": "c", "content": "r"}],
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}}],
+                "chat_template_kwargs": {"enable_thinking": false}, "logprobs": true, "top_logprobs": 2,
+            }),
+        ),
+    ];
+    let mut r = Rng(0x5eed);
+    let (mut ok, mut refused) = (0, 0);
+    for i in 0..240 {
+        let (path, seed) = &seeds[i % seeds.len()];
+        let mut body = seed.clone();
+        for _ in 0..(1 + r.next() % 3) {
+            mutate(&mut body, &mut r, 0);
+        }
+        let (status, text) = s.post_raw(path, body.to_string().as_bytes());
+        assert!(status < 500, "{body} -> {status} {text}");
+        if status == 200 {
+            ok += 1;
+        } else {
+            refused += 1;
+            let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{body}: not JSON: {text}"));
+            assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body} -> {text}");
+        }
+    }
+    assert!(ok > 10 && refused > 10, "the mutations should reach both sides: {ok} answered, {refused} refused");
+    assert_eq!(s.get("/health").0, 200);
+    assert_eq!(s.metric("qgc:requests_failed_total"), 0.0);
+}
