@@ -25,6 +25,7 @@ use qgc_runtime::sampling::{Sampler, SamplingParams};
 use qgc_runtime::session::SavedState;
 use qgc_runtime::tokenizer::Tokenizer;
 use qgc_runtime::Session;
+use rayon::prelude::*;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
@@ -217,8 +218,6 @@ pub struct Engine<'w, 't> {
     running: Vec<(u64, Seq<'t>)>,
     prefilling: VecDeque<(u64, Seq<'t>)>,
     waiting: VecDeque<Submit>,
-    /// Requests that ended since the last regroup (their first row goes to the prefix cache).
-    ended: Vec<(u64, Seq<'t>)>,
     /// The batch's rows must change before the next decode.
     dirty: bool,
     next_id: u64,
@@ -250,7 +249,6 @@ impl<'w, 't> Engine<'w, 't> {
             running: Vec::new(),
             prefilling: VecDeque::new(),
             waiting: VecDeque::new(),
-            ended: Vec::new(),
             dirty: false,
             next_id: 0,
             tokenizer,
@@ -476,32 +474,20 @@ impl<'w, 't> Engine<'w, 't> {
         Ok(())
     }
 
-    /// Rebuilds the decode batch: rows of running choices stay, rows of ended requests leave
-    /// (the first choice's state goes to the prefix cache), joiners' states are added.
+    /// Rebuilds the decode batch: rows of running choices stay, the others leave, joiners'
+    /// states are added.
     fn regroup(&mut self) -> Result<(), String> {
         self.dirty = false;
         let mut keep = Vec::new();
         let mut rows = Vec::new();
-        if let Some(batch) = &self.batch {
+        if self.batch.is_some() {
             for (r, &(id, c)) in self.rows.iter().enumerate() {
-                if let Some(seq) = self.ended.iter().find(|(i, _)| *i == id).map(|(_, s)| s).filter(|_| c == 0) {
-                    // The state holds the prompt and every generated token but the last.
-                    let ch = &seq.choices[0];
-                    let mut tokens = seq.req.prompt.clone();
-                    tokens.extend_from_slice(&ch.generated[..ch.generated.len().saturating_sub(1)]);
-                    let st = batch.row(r).map_err(|e| e.to_string())?;
-                    if tokens.len() == st.position {
-                        self.cache.insert(tokens, st);
-                    }
-                    continue;
-                }
                 if self.running.iter().any(|(i, s)| *i == id && s.choices[c].done.is_none()) {
                     keep.push(r);
                     rows.push((id, c));
                 }
             }
         }
-        self.ended.clear();
         let mut joining = Vec::new();
         for (id, seq) in self.running.iter_mut() {
             if let Some(st) = seq.state.take() {
@@ -535,11 +521,14 @@ impl<'w, 't> Engine<'w, 't> {
         let positions = batch.positions();
         let data = logits.as_f32().ok_or("logits are not f32")?;
         let (vocab, max_len, now) = (self.info.vocab, self.limits.max_model_len, Instant::now());
-        for (r, &(id, c)) in self.rows.iter().enumerate() {
+        if data.len() < self.rows.len() * vocab {
+            return Err("logits too short".into());
+        }
+        let picks = pick_all(&mut self.running, &self.rows, data, vocab, self.tokenizer);
+        for (r, (&(id, c), (token, logprob))) in self.rows.iter().zip(picks).enumerate() {
             let Some((_, seq)) = self.running.iter_mut().find(|(i, _)| *i == id) else { continue };
-            let row = data.get(r * vocab..(r + 1) * vocab).ok_or("logits too short")?;
             let full = positions[r] + 1 >= max_len;
-            if sample(seq, c, row, &self.info.eos, full, self.tokenizer) {
+            if apply(seq, c, token, logprob, &self.info.eos, full) {
                 self.dirty = true;
             }
         }
@@ -556,6 +545,8 @@ impl<'w, 't> Engine<'w, 't> {
             seq.last_token = Some(now);
             if seq.choices.iter().all(|c| c.done.is_some()) {
                 let (id, seq) = self.running.remove(i);
+                // Snapshot before the client hears the end: its next turn may follow at once.
+                self.snapshot_reply(id, &seq)?;
                 self.used -= seq.reserved;
                 let usage = Usage {
                     prompt_tokens: seq.req.prompt.len(),
@@ -564,11 +555,27 @@ impl<'w, 't> Engine<'w, 't> {
                 };
                 self.metrics.finished(&summary(&seq, usage, now));
                 seq.send(Event::Done(usage));
-                self.ended.push((id, seq));
                 self.dirty = true;
             } else {
                 i += 1;
             }
+        }
+        Ok(())
+    }
+
+    /// Keeps the state of request `id`'s first choice (its prompt and every generated token
+    /// but the last, which was never fed) in the prefix cache: the next turn of a conversation
+    /// starts with exactly these tokens.
+    fn snapshot_reply(&mut self, id: u64, seq: &Seq) -> Result<(), String> {
+        let (Some(batch), Some(r)) = (&self.batch, self.rows.iter().position(|&(i, c)| i == id && c == 0)) else {
+            return Ok(());
+        };
+        let ch = &seq.choices[0];
+        let mut tokens = seq.req.prompt.clone();
+        tokens.extend_from_slice(&ch.generated[..ch.generated.len().saturating_sub(1)]);
+        let st = batch.row(r).map_err(|e| e.to_string())?;
+        if tokens.len() == st.position {
+            self.cache.insert(tokens, st);
         }
         Ok(())
     }
@@ -582,26 +589,54 @@ impl<'w, 't> Engine<'w, 't> {
             s.send(Event::Failed(msg.to_string()));
         }
         self.rows.clear();
-        self.ended.clear();
         self.batch = None;
         self.dirty = false;
     }
 }
 
-/// Samples choice `c` of `seq` from its logits `row` and applies the stop conditions (`full`:
-/// the context has no room for another token). True when the choice ended.
-fn sample(seq: &mut Seq, c: usize, row: &[f32], eos: &[i32], full: bool, tok: Option<&Tokenizer>) -> bool {
-    let (params, prompt) = (&seq.req.params, &seq.req.prompt);
+/// Every row's next token and its log-probabilities, drawn in parallel (sampling sorts the
+/// vocabulary; rows are independent, each choice has its own generator).
+fn pick_all(
+    running: &mut [(u64, Seq)],
+    rows: &[(u64, usize)],
+    data: &[f32],
+    vocab: usize,
+    tok: Option<&Tokenizer>,
+) -> Vec<(i32, Option<TokenLogprob>)> {
+    type Slot<'a, 't> = Option<(&'a mut Choice<'t>, &'a [i32], Option<usize>)>;
+    let mut slots: Vec<Slot> = (0..rows.len()).map(|_| None).collect();
+    for (id, seq) in running.iter_mut() {
+        let Seq { req, choices, .. } = seq;
+        for (c, ch) in choices.iter_mut().enumerate() {
+            if let Some(r) = rows.iter().position(|&(i, cc)| i == *id && cc == c) {
+                slots[r] = Some((ch, &req.prompt, req.params.logprobs));
+            }
+        }
+    }
+    slots
+        .into_par_iter()
+        .enumerate()
+        .map(|(r, slot)| {
+            let Some((ch, prompt, lp)) = slot else { return (0, None) };
+            let row = &data[r * vocab..(r + 1) * vocab];
+            let history: Vec<i32> = if ch.sampler.params().repetition_penalty != 1.0 {
+                prompt.iter().chain(&ch.generated).copied().collect()
+            } else {
+                Vec::new()
+            };
+            let id = ch.sampler.sample(row, &history);
+            (id, lp.map(|k| logprobs(row, id, k, tok)))
+        })
+        .collect()
+}
+
+/// Appends `id` to choice `c` of `seq`, streams its text, and applies the stop conditions
+/// (`full`: the context has no room for another token). True when the choice ended.
+fn apply(seq: &mut Seq, c: usize, id: i32, logprob: Option<TokenLogprob>, eos: &[i32], full: bool) -> bool {
+    let params = &seq.req.params;
     let ch = &mut seq.choices[c];
-    let history: Vec<i32> = if ch.sampler.params().repetition_penalty != 1.0 {
-        prompt.iter().chain(&ch.generated).copied().collect()
-    } else {
-        Vec::new()
-    };
-    let id = ch.sampler.sample(row, &history);
     ch.generated.push(id);
     ch.next = id;
-    let logprob = params.logprobs.map(|k| logprobs(row, id, k, tok));
     let mut end = None;
     let mut text = String::new();
     if !params.ignore_eos && eos.contains(&id) {

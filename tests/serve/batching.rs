@@ -52,7 +52,7 @@ fn a_client_that_hangs_up_frees_its_slot() {
     s.wait_for(30, "the slot to be freed", |s| {
         s.metric("vllm:num_requests_running") == 0.0 && s.metric("qgc:requests_cancelled_total") == 1.0
     });
-    assert!(s.log.lock().unwrap().contains("cancelled"));
+    s.wait_for(30, "the cancellation's log line", |s| s.log.lock().unwrap().contains("cancelled"));
     let (status, _) = s.post("/v1/completions", &json!({"prompt": [1], "max_tokens": 2}));
     assert_eq!(status, 200);
 }
@@ -127,8 +127,9 @@ fn a_second_turn_computes_only_its_new_tokens() {
     // The state after the reply holds the prompt and all reply tokens but the last.
     let cached = usage["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap() as usize;
     assert_eq!(cached, turn1.len() + reply.len() - 1, "{usage}");
-    let log = s.log.lock().unwrap().clone();
-    assert!(log.contains(&format!("({cached} cached, {} computed)", turn2.len() - cached)), "{log}");
+    // The request's log line says so (stderr is read by another thread: wait for it).
+    let line = format!("({cached} cached, {} computed)", turn2.len() - cached);
+    s.wait_for(30, &line, |s| s.log.lock().unwrap().contains(&line));
     assert!(s.metric("vllm:prefix_cache_hits_total") >= cached as f64);
     let (cold_lp, cold_usage) = top_logprobs(&cold, &turn2, 6);
     assert_eq!(cold_usage["prompt_tokens_details"]["cached_tokens"], 0);
