@@ -16,7 +16,7 @@
 use super::Ctx;
 use crate::cpu::attention::{self, AttnDims, KvShape};
 use crate::cpu::gdn::{self, GdnDims, GdnInputs};
-use crate::cpu::linear::{linear, Epilogue as LinearEpilogue};
+use crate::cpu::linear::{linear, linear_invariant, Epilogue as LinearEpilogue};
 use crate::cpu::{embed, moe, norm, rope, HeadLayout, WeightRef};
 use crate::weights::HostTensor;
 use qgc_codegen::binding::{self as b, Epilogue, Gate, Kernel, NormKind};
@@ -333,8 +333,16 @@ fn gate_for<'a>(g: &'a [f32], how: Gate, m: usize, n: usize, tile: &'a mut Vec<f
     }
 }
 
+/// Whether a call must give each token row the same bits whatever the number of rows: one token
+/// per sequence (decode), so a sequence decodes alike alone and in any batch.
+fn one_token_per_row(cx: &Ctx) -> bool {
+    cx.bind.s == 1
+}
+
 unsafe fn matmul(cx: &mut Ctx, c: &Call, m: &b::MatMul, rows: usize) -> Result<(), String> {
     let w = c.weight(cx, m.weight);
+    type Linear = fn(&[f32], WeightRef, usize, usize, usize, LinearEpilogue, &mut [f32]);
+    let linear: Linear = if one_token_per_row(cx) { linear_invariant } else { linear };
     match m.epilogue {
         Epilogue::Plain => linear(c.f32(0), w, rows, m.k, m.n, LinearEpilogue::Plain, c.out(0)),
         Epilogue::SwiGlu => linear(c.f32(0), w, rows, m.k, m.n, LinearEpilogue::SwiGlu, c.out(0)),
@@ -450,7 +458,8 @@ unsafe fn experts(cx: &mut Ctx, c: &Call, k: &b::Experts, rows: usize) -> Result
         return Err("internal: no stacked expert weights bound at load".into());
     };
     let mut scratch = std::mem::take(&mut cx.moe);
-    let r = moe::moe_experts(
+    let run = if one_token_per_row(cx) { moe::moe_experts_invariant } else { moe::moe_experts };
+    let r = run(
         c.f32(0),
         rows,
         c.f32(1),

@@ -9,8 +9,13 @@
 //! **Attention.** Per task (batch row, kv head, group of its query heads, block of query tokens)
 //! the queries share every key/value row they read; keys stream in blocks of 32 with an
 //! online (running max) softmax in f32, so prefill and decode are the same code.
+//!
+//! **Batch invariance.** What a query computes depends only on its own row: key blocks start
+//! at the row's first real slot (after its left padding), every score is one [`dot4`] in a fixed
+//! order, and the softmax and value sums run per query; the split into tasks (which follows the
+//! batch size and the thread count) changes no bits.
 
-use super::simd::{axpy, dispatch, dot, exp_in_place, scale, Simd};
+use super::simd::{axpy, dispatch, exp_in_place, scale, Simd};
 use super::{for_ranges, sigmoid, with_scratch, CpuError, HeadLayout, SharedMut};
 
 /// Keys per online-softmax block.
@@ -250,9 +255,16 @@ impl Task<'_> {
                         }
                         i += 4;
                     }
-                    for i in i..nq {
-                        sc[i * KB + kk - k0] =
-                            if kk < end(i) { dot::<S, f32>(key, qrow(i)) * self.scale } else { f32::NEG_INFINITY };
+                    if i < nq {
+                        // The last 1-3 queries through the same four-way dot (the last one
+                        // repeated): every score is summed in one order, however the queries
+                        // are grouped into tasks (which depends on the batch and the threads).
+                        let last = nq - 1;
+                        let r = dot4::<S>(key, [qrow(i), qrow((i + 1).min(last)), qrow((i + 2).min(last)), qrow(last)]);
+                        for (u, &v) in r.iter().enumerate().take(nq - i) {
+                            sc[(i + u) * KB + kk - k0] =
+                                if kk < end(i + u) { v * self.scale } else { f32::NEG_INFINITY };
+                        }
                     }
                 }
                 let nk = k1 - k0;

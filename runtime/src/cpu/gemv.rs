@@ -1,7 +1,8 @@
 //! The matmul microkernels behind [`linear`](super::linear) and [`moe`](super::moe):
 //!
-//! - **GEMV** ([`gemv_block`]) for decode-sized matmuls: `MR` (1..=4) token rows against a block
-//!   of weight rows, streaming each weight row once and widening bf16 to f32 in registers.
+//! - **GEMV** ([`GemvRows`]) for decode-sized matmuls: `MR` (1..=4) token rows against a block
+//!   of weight rows, streaming each weight row once and widening bf16 to f32 in registers, every
+//!   output summed in one order whatever the number of token rows (batch-invariant decode).
 //! - **Panel GEMM** ([`panel_block`]) for prefill: the activations are packed once into panels
 //!   of `P` tokens (`[panel][k][P]`, one token per vector lane, [`pack_panels`], transposing in
 //!   registers). Weights are processed in L2-sized blocks of output columns: f32 rows are read
@@ -23,113 +24,203 @@ use std::ops::Range;
 /// 2-8 KiB, so the hardware prefetcher alone restarts too often).
 const PREFETCH_BYTES: usize = 1024;
 
-/// One GEMV tile: `MR` token rows of `x` (row stride `ldx`) against `rows` weight rows of `w`
-/// (row stride `ldw`), `kk` columns: `out[m·ld + r] (= | +=) Σ_{t<kk} x[m·ldx + t] · w[r·ldw + t]`
-/// (`+=` when `accumulate`).
+/// Token rows per GEMV tile at most.
+pub(crate) const MR_MAX: usize = 4;
+
+/// The GEMV over one block of weight rows: `out[m·ld + r] = Σ_{t<k} x[m·k + t] · w[r·k + t]` for
+/// token rows `m < tokens` and weight rows `r < rows` (`x: [tokens, k]`, `w: [rows, k]`), the
+/// columns taken `kc` at a time (a multiple of 64, or all of them).
 ///
-/// `NR` weight rows are processed together, each `U` vectors deep (`MR·NR·U` accumulators).
-/// Panics if a slice is too short for its strides.
+/// **One summation order.** Every output is summed the same way whatever the number of token
+/// rows, the register blocking (`MR` token rows × `NR` weight rows per kernel), the column
+/// blocking and the thread that computes it: one vector accumulator `acc = fma(w[t..t+LANES],
+/// x[t..t+LANES], acc)` over the whole vectors of the row from column 0 up (kept in `acc`, not
+/// summed, between column blocks), its lanes added by [`Simd::hsum`], then the remaining columns
+/// one by one in order. So a token row's result does not depend on how many token rows the call
+/// has (decode is batch-invariant) nor on the thread count.
+///
+/// **Memory.** The `NR` weight rows of a kernel call come from `NR` lanes that each walk a
+/// contiguous run of rows front to back (lane `j` takes rows `j·q .. (j+1)·q`), so DRAM sees
+/// `NR` long sequential streams; every group of up to [`MR_MAX`] token rows runs over a set of
+/// `NR` rows while it is in L1, so each weight is read from DRAM once per call.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Tile {
-    pub ldx: usize,
-    pub ldw: usize,
-    pub kk: usize,
+pub(crate) struct GemvRows<'a, W> {
+    pub x: &'a [f32],
+    pub tokens: usize,
+    pub w: &'a [W],
     pub rows: usize,
+    pub k: usize,
+    pub kc: usize,
     pub ld: usize,
-    pub accumulate: bool,
 }
 
-/// Runs one [`Tile`].
-#[inline(always)]
-pub(crate) fn gemv_block<S: Simd, W: Elem, const MR: usize, const NR: usize, const U: usize>(
-    x: &[f32],
-    w: &[W],
-    t: Tile,
-    out: &mut [f32],
-) {
-    let Tile { ldx, ldw, kk, rows, ld, accumulate } = t;
-    if rows == 0 || MR == 0 {
-        return;
-    }
-    assert!(x.len() >= (MR - 1) * ldx + kk && w.len() >= (rows - 1) * ldw + kk);
-    assert!(out.len() >= (MR - 1) * ld + rows);
-    let xp: [*const f32; MR] = std::array::from_fn(|m| x[m * ldx..].as_ptr());
-    let mut store = |r: usize, acc: &[f32], m: usize| {
-        let o = &mut out[m * ld + r..][..acc.len()];
-        if accumulate {
-            o.iter_mut().zip(acc).for_each(|(o, a)| *o += a);
-        } else {
-            o.copy_from_slice(acc);
+impl<W: Elem> GemvRows<'_, W> {
+    /// Runs the block, column block by column block. `acc` holds `tokens·ld·LANES` f32 of
+    /// scratch (the vector accumulators between column blocks); results go to `out: [tokens, ld]`.
+    #[inline(always)]
+    pub(crate) fn run<S: Simd>(&self, acc: &mut [f32], out: &mut [f32]) {
+        let (l, k, ld) = (S::LANES, self.k, self.ld);
+        let kv = k / l * l;
+        assert!(self.x.len() >= self.tokens * k && self.w.len() >= self.rows * k && self.rows <= ld);
+        assert!(acc.len() >= self.tokens * ld * l && out.len() >= self.tokens.saturating_sub(1) * ld + self.rows);
+        let kc = if self.kc >= kv { kv.max(l) } else { self.kc.next_multiple_of(4 * l) };
+        for k0 in (0..kv).step_by(kc) {
+            let cols = k0..(k0 + kc).min(kv);
+            // The blocking never changes a result: MR·NR accumulators, NR weight vectors and one
+            // x vector fit the registers (AVX2, 16: 8 + 4 + 1 or 12 + 3 + 1; AVX-512, 32: up to
+            // 16 + 4 + 1).
+            if self.tokens <= 2 || S::REGS >= 32 {
+                self.rows_pass::<S, 4>(cols, acc);
+            } else {
+                self.rows_pass::<S, 3>(cols, acc);
+            }
         }
-    };
-    let mut r = 0;
-    while r + NR <= rows {
-        let wp: [*const W; NR] = std::array::from_fn(|j| w[(r + j) * ldw..].as_ptr());
-        // SAFETY: the asserts above cover kk elements from every pointer.
-        let acc = unsafe { rows_kernel::<S, W, MR, NR, U>(xp, wp, kk) };
-        acc.iter().enumerate().for_each(|(m, a)| store(r, a, m));
-        r += NR;
+        for m in 0..self.tokens {
+            let xr = &self.x[m * k..][..k];
+            for r in 0..self.rows {
+                let wr = &self.w[r * k..][..k];
+                // SAFETY: acc covers tokens·ld·LANES (asserted); `S` is available (caller).
+                let mut s = if kv == 0 { 0.0 } else { unsafe { S::hsum(S::load(acc[(m * ld + r) * l..].as_ptr())) } };
+                for t in kv..k {
+                    s += wr[t].to_f32() * xr[t];
+                }
+                out[m * ld + r] = s;
+            }
+        }
     }
-    while r < rows {
-        let wp = [w[r * ldw..].as_ptr()];
-        // SAFETY: as above.
-        let acc = unsafe { rows_kernel::<S, W, MR, 1, U>(xp, wp, kk) };
-        acc.iter().enumerate().for_each(|(m, a)| store(r, a, m));
-        r += 1;
+
+    /// Columns `cols` (whole vectors) of every output: the rows in `NR` lanes (then the rest
+    /// one at a time), each set of rows run by every group of token rows in turn.
+    #[inline(always)]
+    fn rows_pass<S: Simd, const NR: usize>(&self, cols: Range<usize>, acc: &mut [f32]) {
+        let q = self.rows / NR;
+        for t in 0..q {
+            let mut rows = [0usize; NR];
+            for (j, r) in rows.iter_mut().enumerate() {
+                *r = j * q + t;
+            }
+            self.groups::<S, NR>(rows, cols.clone(), acc);
+        }
+        for r in NR * q..self.rows {
+            self.groups::<S, 1>([r], cols.clone(), acc);
+        }
+    }
+
+    /// Weight rows `rows` against every group of token rows.
+    #[inline(always)]
+    fn groups<S: Simd, const NR: usize>(&self, rows: [usize; NR], cols: Range<usize>, acc: &mut [f32]) {
+        for m0 in (0..self.tokens).step_by(MR_MAX) {
+            match (self.tokens - m0).min(MR_MAX) {
+                1 => self.kernel::<S, 1, NR>(m0, rows, cols.clone(), acc),
+                2 => self.kernel::<S, 2, NR>(m0, rows, cols.clone(), acc),
+                3 => self.kernel::<S, 3, NR>(m0, rows, cols.clone(), acc),
+                _ => self.kernel::<S, 4, NR>(m0, rows, cols.clone(), acc),
+            }
+        }
+    }
+
+    /// Token rows `m0..m0+MR` against weight rows `rows`, columns `cols`: accumulators start at
+    /// zero for the first column block, else from `acc`, and go back to `acc`.
+    #[inline(always)]
+    fn kernel<S: Simd, const MR: usize, const NR: usize>(
+        &self,
+        m0: usize,
+        rows: [usize; NR],
+        cols: Range<usize>,
+        acc: &mut [f32],
+    ) {
+        let (l, k, ld) = (S::LANES, self.k, self.ld);
+        let mut xp = [std::ptr::null::<f32>(); MR];
+        for (m, p) in xp.iter_mut().enumerate() {
+            *p = self.x[(m0 + m) * k + cols.start..][..cols.len()].as_ptr();
+        }
+        let mut wp = [std::ptr::null::<W>(); NR];
+        for (p, &r) in wp.iter_mut().zip(&rows) {
+            *p = self.w[r * k + cols.start..][..cols.len()].as_ptr();
+        }
+        let end = (m0 + MR - 1) * ld + rows.iter().copied().max().unwrap_or(0) + 1;
+        assert!(acc.len() >= end * l);
+        // SAFETY: every x and w pointer covers `cols.len()` elements (sliced above), acc every
+        // slot (asserted), and `S` is available (the caller runs inside its dispatch).
+        unsafe {
+            block_kernel::<S, W, MR, NR>(xp, wp, cols.len(), cols.start == 0, acc.as_mut_ptr(), (l, k), |m, j| {
+                (m0 + m) * ld + rows[j]
+            })
+        }
     }
 }
 
-/// `acc[m][j] = Σ_i x_m[i]·w_j[i]` for `i < k`.
+/// `acc[m][j] += Σ_i x_m[i]·w_j[i]` lane-wise over `len` columns (a multiple of `LANES`), the
+/// accumulators read from and written back to `acc + slot(m, j)·LANES` (zero when `first`);
+/// `next`: elements from `w_j` to the row lane `j` reads next.
 ///
 /// # Safety
-/// Every pointer covers `k` elements; `S`'s instruction set is available.
+/// Every pointer covers `len` elements, `acc` every slot; `S`'s instruction set is available.
 #[inline(always)]
-unsafe fn rows_kernel<S: Simd, W: Elem, const MR: usize, const NR: usize, const U: usize>(
+unsafe fn block_kernel<S: Simd, W: Elem, const MR: usize, const NR: usize>(
     xp: [*const f32; MR],
     wp: [*const W; NR],
-    k: usize,
-) -> [[f32; NR]; MR] {
-    let l = S::LANES;
+    len: usize,
+    first: bool,
+    acc_buf: *mut f32,
+    (l, next): (usize, usize),
+    slot: impl Fn(usize, usize) -> usize,
+) {
     let pf = PREFETCH_BYTES / std::mem::size_of::<W>();
-    let mut acc = [[[S::zero(); NR]; MR]; U];
-    let mut i = 0;
-    while i + U * l <= k {
-        for j in 0..NR {
-            // Past the row's end this touches the next rows, which are read next anyway.
-            S::prefetch(wp[j].wrapping_add(i + pf));
-            for (u, accu) in acc.iter_mut().enumerate() {
-                let wv = W::load::<S>(wp[j].add(i + u * l));
-                for m in 0..MR {
-                    accu[m][j] = S::fma(wv, S::load(xp[m].add(i + u * l)), accu[m][j]);
-                }
+    let mut acc = [[S::zero(); NR]; MR];
+    if !first {
+        for (m, row) in acc.iter_mut().enumerate() {
+            for (j, a) in row.iter_mut().enumerate() {
+                *a = S::load(acc_buf.add(slot(m, j) * l));
             }
         }
-        i += U * l;
     }
-    while i + l <= k {
-        for j in 0..NR {
-            let wv = W::load::<S>(wp[j].add(i));
-            for m in 0..MR {
-                acc[0][m][j] = S::fma(wv, S::load(xp[m].add(i)), acc[0][m][j]);
-            }
+    let mut i = 0;
+    // Four vectors per row per iteration (each accumulator still takes them in column order),
+    // with one prefetch per weight row.
+    while i + 4 * l <= len {
+        // Past the end of this column block, the same place in the row this lane reads next.
+        let ahead = if i + pf < len { i + pf } else { i + pf - len + next };
+        for p in wp {
+            S::prefetch(p.wrapping_add(ahead));
         }
+        for u in 0..4 {
+            fma_step::<S, W, MR, NR>(&xp, &wp, i + u * l, &mut acc);
+        }
+        i += 4 * l;
+    }
+    while i + l <= len {
+        fma_step::<S, W, MR, NR>(&xp, &wp, i, &mut acc);
         i += l;
     }
-    let mut out = [[0.0f32; NR]; MR];
-    for m in 0..MR {
-        for j in 0..NR {
-            let mut v = acc[0][m][j];
-            for accu in &acc[1..] {
-                v = S::add(v, accu[m][j]);
-            }
-            let mut s = S::hsum(v);
-            for t in i..k {
-                s += (*wp[j].add(t)).to_f32() * *xp[m].add(t);
-            }
-            out[m][j] = s;
+    for (m, row) in acc.iter().enumerate() {
+        for (j, &a) in row.iter().enumerate() {
+            S::store(acc_buf.add(slot(m, j) * l), a);
         }
     }
-    out
+}
+
+/// `acc[m][j] = fma(w_j[i..i+LANES], x_m[i..i+LANES], acc[m][j])`.
+///
+/// # Safety
+/// As for [`block_kernel`], with `i + LANES ≤ len`.
+#[inline(always)]
+unsafe fn fma_step<S: Simd, W: Elem, const MR: usize, const NR: usize>(
+    xp: &[*const f32; MR],
+    wp: &[*const W; NR],
+    i: usize,
+    acc: &mut [[S::V; NR]; MR],
+) {
+    let mut wv = [S::zero(); NR];
+    for j in 0..NR {
+        wv[j] = W::load::<S>(wp[j].add(i));
+    }
+    for m in 0..MR {
+        let xv = S::load(xp[m].add(i));
+        for j in 0..NR {
+            acc[m][j] = S::fma(wv[j], xv, acc[m][j]);
+        }
+    }
 }
 
 /// Reusable per-thread buffers of the panel GEMM (64-byte aligned).

@@ -1,24 +1,29 @@
 //! `y = x Wᵀ` with f32 or bf16 weights (`MatMul` in the IR) and the epilogues the compiler fuses
 //! into it: SwiGLU, a sigmoid gate, a residual add, a scaled accumulate.
 //!
-//! Two paths, chosen by the number of token rows `M` ([`GEMM_MIN_ROWS`], measured crossover):
-//! - **GEMV** (decode and small batches): output rows split over threads; a register-blocked
-//!   microkernel streams each weight row once per group of ≤ 4 token rows, bf16 widened in
-//!   registers; for `M > 4` weight blocks of 64 rows × 512 columns are reused from L2 by every
-//!   token group, so DRAM sees each weight once. Decode (M=1) runs at ~90-100 % of a plain read
-//!   of the same bytes (f32 and bf16, AVX-512 or AVX2).
-//! - **GEMM** (prefill): the panel GEMM of [`gemv`](super::gemv). `x` is packed once into
+//! Two paths:
+//! - **GEMV** (decode and small batches, [`GemvRows`](super::gemv)): output rows split over
+//!   threads; a register-blocked microkernel (up to 4 token rows × 3 or 4 weight rows) reads the
+//!   weight rows as a few long sequential streams, bf16 widened in registers, and every group
+//!   of token rows runs over a set of weight rows while it is in L1, so DRAM sees each weight
+//!   once. Every output is one dot in one fixed order, so **a token row's bits do not depend on
+//!   `M`**: decode ([`linear_invariant`]) gives a sequence the same result alone or in any
+//!   batch. M = 1 runs above a plain one-stream read of the same bytes; bf16 at M = 16..64 about
+//!   as fast as the GEMM (f32 at M ≥ 32 about 25 % slower; 2-core Zen 3, AVX2).
+//! - **GEMM** (prefill, `M ≥` [`GEMM_MIN_ROWS`], measured crossover; never for
+//!   [`linear_invariant`]): the panel GEMM of [`gemv`](super::gemv). `x` is packed once into
 //!   token panels (in parallel, into the calling thread's reusable buffer); tasks of (weight
 //!   block, range of panels) run in parallel on the pool, each reading f32 weights in place or
 //!   widening one L2-sized bf16 block at a time into a per-thread tile (never the whole
 //!   matrix), and the epilogue is applied in registers as each tile is stored. No allocation
 //!   after warm-up; each output is one dot over the whole K, so the result does not depend on
-//!   the thread count. ~230 GFLOP/s per Zen 5 core at M=512 (f32 and bf16 alike).
+//!   the thread count (but its summation order is not the GEMV's).
 
-use super::gemv::{block_cols, gemv_block, pack_panels, panel_block, run_panel, with_buf, Buf};
-use super::gemv::{PanelOp, PanelW, Sink, Tile};
-use super::simd::{self, dispatch, Elem, Simd};
-use super::{for_ranges, sigmoid, silu, task_size, with_scratch, SharedMut, WeightRef, PAR_MIN_WORK};
+use super::gemv::{block_cols, pack_panels, panel_block, run_panel, with_buf, Buf, GemvRows, MR_MAX};
+use super::gemv::{PanelOp, PanelW, Sink};
+use super::simd::{self, dispatch, Elem, Level, Simd};
+use super::wide::Wide;
+use super::{for_ranges, sigmoid, silu, task_size, with_scratch, RowOrder, SharedMut, WeightRef, PAR_MIN_WORK};
 
 /// Default token rows from which the GEMM path is used (below, the blocked GEMV path).
 pub const GEMM_MIN_ROWS: usize = 16;
@@ -31,11 +36,18 @@ pub fn set_gemm_min_rows(rows: usize) -> usize {
     GEMM_MIN.swap(rows.max(1), std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Weight rows per GEMV block.
-const RB: usize = 64;
+/// Weight rows per GEMV block at most (the width of the per-thread result scratch; a multiple
+/// of every kernel's 3 or 4 weight rows).
+const RB: usize = 60;
 
-/// Weight columns per GEMV block when several token groups reuse it (64 rows × 512 f32 = 128 KiB).
-const KC: usize = 512;
+/// Weight columns per GEMV column block at most when there are several groups of token rows:
+/// a set of weight rows (3 × 1024 f32 = 12 KiB) stays in L1 while every group runs over it, and
+/// the columns of `x` of all token rows (up to [`X_BYTES`]) in L2. Splitting the columns does
+/// not change any sum ([`GemvRows`]).
+const KC: usize = 1024;
+
+/// Bytes of `x` (all token rows, one column block) the GEMV keeps in L2.
+const X_BYTES: usize = 256 << 10;
 
 /// What happens to `acc = x Wᵀ` (`[M, N]`) before it is stored in `y: [M, N]`.
 #[derive(Debug, Clone, Copy)]
@@ -53,22 +65,25 @@ pub enum Epilogue<'a> {
 }
 
 /// `y: [M, N] = epilogue(x Wᵀ)` with `x: [M, K]` and `w: [N, K]` (`[2N, K]` for
-/// [`Epilogue::SwiGlu`]), f32 or bf16. Panics if a slice is shorter than its shape.
+/// [`Epilogue::SwiGlu`]), f32 or bf16, on the fastest path for `M` ([`RowOrder::Fastest`]).
+/// Panics if a slice is shorter than its shape.
 pub fn linear(x: &[f32], w: WeightRef, m: usize, k: usize, n: usize, epi: Epilogue, y: &mut [f32]) {
-    if let Epilogue::SwiGlu = epi {
-        assert_eq!(w.len(), 2 * n * k, "SwiGLU weight must be [2N, K] = [{}, {k}]", 2 * n);
-        let (gate, up) = (w.slice(0, n * k), w.slice(n * k, n * k));
-        return run(&Plan { x, gate, up: Some(up), m, k, n, epi }, y);
-    }
-    assert_eq!(w.len(), n * k, "weight must be [N, K] = [{n}, {k}]");
-    run(&Plan { x, gate: w, up: None, m, k, n, epi }, y)
+    run(&Plan::new(x, w, (m, k, n), epi, RowOrder::Fastest), y)
+}
+
+/// [`linear`] with every token row summed in the GEMV order whatever `M`
+/// ([`RowOrder::Invariant`]): row `i` of `y` has the same bits as the call on row `i` alone.
+/// For decode, where each row is a different sequence of a batch.
+pub fn linear_invariant(x: &[f32], w: WeightRef, m: usize, k: usize, n: usize, epi: Epilogue, y: &mut [f32]) {
+    run(&Plan::new(x, w, (m, k, n), epi, RowOrder::Invariant), y)
 }
 
 /// `y: [M, N] = silu(x W_gateᵀ) ⊙ (x W_upᵀ)` with `x: [M, K]`, `gate`, `up: [N, K]` stored apart
 /// (per-expert checkpoints). Panics if a slice is shorter than its shape.
 pub fn linear_swiglu(x: &[f32], gate: WeightRef, up: WeightRef, m: usize, k: usize, n: usize, y: &mut [f32]) {
     assert!(gate.len() == n * k && up.len() == n * k, "gate and up must be [N, K] = [{n}, {k}]");
-    run(&Plan { x, gate, up: Some(up), m, k, n, epi: Epilogue::SwiGlu }, y)
+    let order = RowOrder::Fastest;
+    run(&Plan { x, gate, up: Some(up), m, k, n, epi: Epilogue::SwiGlu, order }, y)
 }
 
 /// One validated call.
@@ -81,6 +96,26 @@ struct Plan<'a> {
     k: usize,
     n: usize,
     epi: Epilogue<'a>,
+    order: RowOrder,
+}
+
+impl<'a> Plan<'a> {
+    /// `w: [N, K]`, or `[2N, K]` (gate rows, then up rows) for SwiGLU.
+    fn new(
+        x: &'a [f32],
+        w: WeightRef<'a>,
+        (m, k, n): (usize, usize, usize),
+        epi: Epilogue<'a>,
+        order: RowOrder,
+    ) -> Plan<'a> {
+        if let Epilogue::SwiGlu = epi {
+            assert_eq!(w.len(), 2 * n * k, "SwiGLU weight must be [2N, K] = [{}, {k}]", 2 * n);
+            let (gate, up) = (w.slice(0, n * k), w.slice(n * k, n * k));
+            return Plan { x, gate, up: Some(up), m, k, n, epi, order };
+        }
+        assert_eq!(w.len(), n * k, "weight must be [N, K] = [{n}, {k}]");
+        Plan { x, gate: w, up: None, m, k, n, epi, order }
+    }
 }
 
 fn run(p: &Plan, y: &mut [f32]) {
@@ -95,7 +130,7 @@ fn run(p: &Plan, y: &mut [f32]) {
     if m == 0 || n == 0 {
         return;
     }
-    if m < GEMM_MIN.load(std::sync::atomic::Ordering::Relaxed) {
+    if p.order == RowOrder::Invariant || m < GEMM_MIN.load(std::sync::atomic::Ordering::Relaxed) {
         gemv_path(p, y);
     } else {
         gemm_path(p, y);
@@ -122,63 +157,76 @@ fn finish(p: &Plan, mi: usize, n0: usize, raw: &[f32], raw_up: &[f32], y: &mut [
     }
 }
 
-/// One GEMV tile for token rows `m0..m0+mr` (`mr ≤ 4`) against weight rows `row0..row0+rows`,
-/// columns `k0..k0+t.kk` (see [`Tile`]).
-#[allow(clippy::too_many_arguments)]
-fn tile_dots(p: &Plan, w: WeightRef, m0: usize, mr: usize, row0: usize, k0: usize, t: Tile, out: &mut [f32]) {
-    let x = &p.x[m0 * p.k + k0..];
-    match w {
-        WeightRef::F32(w) => tile_elem(x, &w[row0 * p.k + k0..], mr, t, out),
-        WeightRef::Bf16(w) => tile_elem(x, &w[row0 * p.k + k0..], mr, t, out),
-    }
-}
-
-fn tile_elem<W: Elem>(x: &[f32], w: &[W], mr: usize, t: Tile, out: &mut [f32]) {
-    match mr {
-        // One token row: one weight row at a time, 4 vectors deep, so each thread streams its
-        // rows sequentially as a plain read does (keeps bf16 near the read bandwidth). More token
-        // rows: two weight rows, MR·NR·U ≤ 8 accumulators (measured best on Zen 5).
-        1 => dispatch!(S => gemv_block::<S, W, 1, 1, 4>(x, w, t, out)),
-        2 => dispatch!(S => gemv_block::<S, W, 2, 2, 2>(x, w, t, out)),
-        3 => dispatch!(S => gemv_block::<S, W, 3, 2, 1>(x, w, t, out)),
-        4 => dispatch!(S => gemv_block::<S, W, 4, 2, 1>(x, w, t, out)),
-        _ => unreachable!("GEMV tiles take 1..=4 token rows"),
-    }
-}
-
-/// The GEMV path for `M < GEMM_MIN_ROWS`: output columns split over threads; per block of
-/// [`RB`] weight rows and [`KC`] columns (L2-resident), every group of 4 token rows runs a
-/// [`Tile`], so each weight element comes from DRAM once (from cache `⌈M/4⌉` times).
+/// The GEMV path (`M < GEMM_MIN_ROWS`, or any `M` for [`RowOrder::Invariant`]): output columns
+/// split over threads, in blocks of [`RB`] weight rows ([`GemvRows`]: every group of up to 4
+/// token rows runs over each set of weight rows in turn, [`KC`] columns at a time when there are
+/// several groups); each output is one dot in the order [`GemvRows`] states.
 fn gemv_path(p: &Plan, y: &mut [f32]) {
     let (m, k, n) = (p.m, p.k, p.n);
     let rows_total = if p.up.is_some() { 2 * n } else { n };
     let par = m * rows_total * k >= PAR_MIN_WORK;
     let chunk = task_size(n, 16).next_multiple_of(4);
-    let kc = if m <= 4 { k } else { KC };
+    let kc = gemv_cols(p);
     let out = SharedMut::new(y);
     for_ranges(n, chunk, par, |n0, n1| {
         with_scratch(2 * m * RB, |raw| {
             let (raw, raw_up) = raw.split_at_mut(m * RB);
-            for b0 in (n0..n1).step_by(RB) {
-                let rows = RB.min(n1 - b0);
-                for k0 in (0..k).step_by(kc) {
-                    let t = Tile { ldx: k, ldw: k, kk: kc.min(k - k0), rows, ld: RB, accumulate: k0 > 0 };
-                    for m0 in (0..m).step_by(4) {
-                        let mr = (m - m0).min(4);
-                        tile_dots(p, p.gate, m0, mr, b0, k0, t, &mut raw[m0 * RB..]);
-                        if let Some(up) = p.up {
-                            tile_dots(p, up, m0, mr, b0, k0, t, &mut raw_up[m0 * RB..]);
-                        }
+            with_buf(Buf::Tile, m * RB * simd::MAX_LANES, |acc| {
+                for b0 in (n0..n1).step_by(RB) {
+                    let rows = RB.min(n1 - b0);
+                    gemv_rows(p, p.gate, b0..b0 + rows, kc, acc, raw);
+                    if let Some(up) = p.up {
+                        gemv_rows(p, up, b0..b0 + rows, kc, acc, raw_up);
+                    }
+                    for mi in 0..m {
+                        // SAFETY: this task alone writes columns n0..n1 of every row.
+                        let yrow = unsafe { out.slice(mi * n + b0, rows) };
+                        finish(p, mi, b0, &raw[mi * RB..][..rows], &raw_up[mi * RB..][..rows], yrow);
                     }
                 }
-                for mi in 0..m {
-                    // SAFETY: this task alone writes columns n0..n1 of every row.
-                    let yrow = unsafe { out.slice(mi * n + b0, rows) };
-                    finish(p, mi, b0, &raw[mi * RB..][..rows], &raw_up[mi * RB..][..rows], yrow);
-                }
-            }
+            })
         })
     });
+}
+
+/// Columns per GEMV column block: all of them for one group of token rows (nothing is
+/// reused), else at most [`KC`] and what keeps `x`'s columns within [`X_BYTES`], split evenly.
+fn gemv_cols(p: &Plan) -> usize {
+    if p.m <= MR_MAX {
+        return p.k;
+    }
+    let max = (X_BYTES / 4 / p.m).clamp(256, KC) / 64 * 64;
+    if p.k <= max {
+        p.k
+    } else {
+        p.k.div_ceil(p.k.div_ceil(max)).next_multiple_of(64)
+    }
+}
+
+/// `out[mi·RB + r] = x[mi] · w[rows.start + r]` for every token row and `r < rows.len()`.
+/// (`kc`: columns per block, see [`GemvRows`]).
+fn gemv_rows(p: &Plan, w: WeightRef, rows: std::ops::Range<usize>, kc: usize, acc: &mut [f32], out: &mut [f32]) {
+    let (k, n) = (p.k, rows.len());
+    match w {
+        WeightRef::F32(w) => {
+            let g = GemvRows { x: p.x, tokens: p.m, w: &w[rows.start * k..][..n * k], rows: n, k, kc, ld: RB };
+            run_gemv(g, acc, out)
+        }
+        WeightRef::Bf16(w) => {
+            let g = GemvRows { x: p.x, tokens: p.m, w: &w[rows.start * k..][..n * k], rows: n, k, kc, ld: RB };
+            run_gemv(g, acc, out)
+        }
+    }
+}
+
+/// Runs `g` at the current level; the scalar level as [`Wide`] (eight lanes in portable code,
+/// which the compiler vectorises: a one-lane sum cannot be).
+fn run_gemv<W: Elem>(g: GemvRows<W>, acc: &mut [f32], out: &mut [f32]) {
+    if simd::level() == Level::Scalar {
+        g.run::<Wide>(acc, out)
+    } else {
+        dispatch!(S => g.run::<S>(acc, out))
+    }
 }
 
 fn gemm_path(p: &Plan, y: &mut [f32]) {

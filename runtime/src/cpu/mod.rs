@@ -10,6 +10,10 @@
 //!   reusable per-thread buffer;
 //! - threads from the current rayon pool (`ThreadPool::install` chooses it), split over output
 //!   rows/heads/channels so results do not depend on the thread count except where noted;
+//! - **batch invariance** for decode: what a kernel computes for one token row (one sequence)
+//!   never depends on the other rows of the call — their number, their padding, their routing —
+//!   nor on the thread count, when called as decode does ([`RowOrder::Invariant`] for the
+//!   matmul family; attention, norms, RoPE, the delta rule and the router always are);
 //! - SIMD chosen at run time ([`Level`]: AVX-512, AVX2+FMA, or portable scalar code), each
 //!   kernel written once over a small vector trait and compiled per level;
 //! - shape mismatches are broken internal invariants and panic; values a user can influence
@@ -32,6 +36,7 @@ pub mod moe;
 pub mod norm;
 pub mod rope;
 mod simd;
+mod wide;
 
 use half::bf16;
 
@@ -82,6 +87,21 @@ impl<'a> WeightRef<'a> {
             WeightRef::Bf16(_) => 2,
         }
     }
+}
+
+/// How a matmul-family kernel may sum each output ([`linear::linear_invariant`],
+/// [`moe::moe_experts_invariant`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RowOrder {
+    /// The fastest path for the call's number of token rows: from a threshold on (prefill
+    /// sizes) a GEMM whose summation order differs from the small-`M` path, so a row's bits may
+    /// depend on how many rows the call has.
+    #[default]
+    Fastest,
+    /// Every token row in one fixed summation order whatever the number of rows and threads:
+    /// a row has the same bits as the call on that row alone. For decode, where the rows are the
+    /// sequences of a batch that changes from step to step.
+    Invariant,
 }
 
 /// Where the heads of a `[tokens, heads, d]` view live inside a larger buffer: head `h` of

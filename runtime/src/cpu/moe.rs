@@ -19,12 +19,14 @@
 //!   rows, no combine pass, and no two tasks write the same element.
 //!
 //! Either way every output element adds its experts in ascending expert order, so results do
-//! not depend on the thread count.
+//! not depend on the thread count. Decode ([`moe_experts_invariant`]) always takes the GEMV path
+//! with [`linear_invariant`]: a token's output is then the same bits whatever the other tokens of
+//! the call and however many tokens each expert got.
 
 use super::gemv::{pack_panels, panel_block, run_panel, with_buf, Buf, PanelOp, PanelW, Sink};
-use super::linear::{linear, Epilogue};
+use super::linear::{linear, linear_invariant, Epilogue};
 use super::simd::{self, dispatch, Simd};
-use super::{for_ranges, task_size, CpuError, SharedMut, WeightRef};
+use super::{for_ranges, task_size, CpuError, RowOrder, SharedMut, WeightRef};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -140,7 +142,8 @@ pub fn set_panel_min_rows(rows: usize) -> usize {
 pub const TASK_PANELS: usize = 4;
 
 /// Routed experts: `out[t] = Σ_i weights[t,i] · down_e(silu(gate_e x_t) ⊙ up_e x_t)`,
-/// `e = experts[t,i]`, computing only the routed experts.
+/// `e = experts[t,i]`, computing only the routed experts, on the fastest path for the number of
+/// rows per expert ([`RowOrder::Fastest`]).
 ///
 /// `x`, `out: [T, H]`; `weights: [T, k]`; `experts: [T, k]` (i32); `gate_up: [E, 2I, H]`;
 /// `down: [E, H, I]`. Errors on an expert index outside `0..E`.
@@ -156,14 +159,56 @@ pub fn moe_experts(
     scratch: &mut MoeScratch,
     out: &mut [f32],
 ) -> Result<(), CpuError> {
+    let routing = Routing { weights, experts };
+    run_experts(RowOrder::Fastest, x, t, routing, (gate_up, down), dims, scratch, out)
+}
+
+/// [`moe_experts`] for decode ([`RowOrder::Invariant`]): always the GEMV path with
+/// [`linear_invariant`], so token `t`'s output has the same bits as the call on token `t`
+/// alone, however many tokens the other experts' or its own experts got.
+#[allow(clippy::too_many_arguments)]
+pub fn moe_experts_invariant(
+    x: &[f32],
+    t: usize,
+    weights: &[f32],
+    experts: &[i32],
+    gate_up: WeightRef,
+    down: WeightRef,
+    dims: ExpertDims,
+    scratch: &mut MoeScratch,
+    out: &mut [f32],
+) -> Result<(), CpuError> {
+    let routing = Routing { weights, experts };
+    run_experts(RowOrder::Invariant, x, t, routing, (gate_up, down), dims, scratch, out)
+}
+
+/// The routing of [`moe_experts`]: `weights`, `experts: [T, k]`.
+#[derive(Clone, Copy)]
+struct Routing<'a> {
+    weights: &'a [f32],
+    experts: &'a [i32],
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_experts(
+    order: RowOrder,
+    x: &[f32],
+    t: usize,
+    Routing { weights, experts }: Routing,
+    (gate_up, down): (WeightRef, WeightRef),
+    dims: ExpertDims,
+    scratch: &mut MoeScratch,
+    out: &mut [f32],
+) -> Result<(), CpuError> {
     let ExpertDims { experts: ne, hidden: h, inter: i, top_k: k } = dims;
     assert!(x.len() >= t * h && out.len() >= t * h, "moe_experts: x, out must be [{t}, {h}]");
     assert!(weights.len() >= t * k && experts.len() >= t * k, "moe_experts: routing must be [{t}, {k}]");
     assert!(gate_up.len() == ne * 2 * i * h && down.len() == ne * h * i, "moe_experts: expert weights");
     group(experts, t, k, ne, scratch)?;
     let out = &mut out[..t * h];
-    if t * k < PANEL_MIN.load(Ordering::Relaxed).saturating_mul(scratch.active.len().max(1)) {
-        gemv_experts(x, k, gate_up, down, dims, scratch);
+    let few = t * k < PANEL_MIN.load(Ordering::Relaxed).saturating_mul(scratch.active.len().max(1));
+    if order == RowOrder::Invariant || few {
+        gemv_experts(order, x, k, gate_up, down, dims, scratch);
         combine(t, k, h, weights, scratch, out);
     } else {
         run_panel(PanelExperts { x, k, weights, gate_up, down, dims, scratch, out });
@@ -171,9 +216,22 @@ pub fn moe_experts(
     Ok(())
 }
 
-/// The GEMV path: per expert, gathered rows through [`linear`]; fills `scratch.ys` with every
-/// slot's expert output (unweighted), row `j` for the slot `order[j]`.
-fn gemv_experts(x: &[f32], k: usize, gate_up: WeightRef, down: WeightRef, dims: ExpertDims, s: &mut MoeScratch) {
+/// The GEMV path: per expert, gathered rows through [`linear`] (or [`linear_invariant`]); fills
+/// `scratch.ys` with every slot's expert output (unweighted), row `j` for the slot `order[j]`.
+fn gemv_experts(
+    order: RowOrder,
+    x: &[f32],
+    k: usize,
+    gate_up: WeightRef,
+    down: WeightRef,
+    dims: ExpertDims,
+    s: &mut MoeScratch,
+) {
+    type Linear = fn(&[f32], WeightRef, usize, usize, usize, Epilogue, &mut [f32]);
+    let linear: Linear = match order {
+        RowOrder::Fastest => linear,
+        RowOrder::Invariant => linear_invariant,
+    };
     let (h, i, n) = (dims.hidden, dims.inter, s.order.len());
     for (v, len) in [(&mut s.xs, n * h), (&mut s.mid, n * i), (&mut s.ys, n * h)] {
         if v.len() < len {

@@ -178,7 +178,8 @@ impl Simd for Scalar {
     }
     #[inline(always)]
     unsafe fn load_bf16(p: *const bf16) -> f32 {
-        (*p).to_f32()
+        // The bits shifted up, as the vector levels widen (NaN payloads kept as they are).
+        f32::from_bits(u32::from((*p).to_bits()) << 16)
     }
     #[inline(always)]
     unsafe fn store(p: *mut f32, v: f32) {
@@ -586,6 +587,9 @@ impl Elem for bf16 {
         f32::from_bits(u32::from(self.to_bits()) << 16)
     }
 }
+
+/// The most f32 lanes of any level (AVX-512).
+pub(crate) const MAX_LANES: usize = 16;
 
 /// `Σ a_i·b_i` over `a.len()` elements (`b` at least as long), 4 vector accumulators.
 #[inline(always)]
