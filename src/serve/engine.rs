@@ -504,7 +504,7 @@ impl<'w, 't> Engine<'w, 't> {
         }
         let join: Vec<&SavedState> = joining.iter().flat_map(|(n, st)| std::iter::repeat_n(st, *n)).collect();
         let fresh = &self.fresh;
-        let batch = self.batch.get_or_insert_with(|| fresh());
+        let batch = self.batch.get_or_insert_with(fresh);
         batch.regroup(&keep, &join).map_err(|e| e.to_string())
     }
 

@@ -139,6 +139,7 @@ impl PrefixCache {
 
     /// Whether the state at `pos` (prefill up to `end`) is worth a snapshot.
     pub fn snapshot_at(&self, pos: usize, end: usize, forks: &[usize]) -> bool {
-        self.limit > 0 && (pos == end || (self.interval > 0 && pos % self.interval == 0) || forks.contains(&pos))
+        self.limit > 0
+            && (pos == end || (self.interval > 0 && pos.is_multiple_of(self.interval)) || forks.contains(&pos))
     }
 }
