@@ -535,9 +535,9 @@ impl<'w, 't> Engine<'w, 't> {
         let mut i = 0;
         while i < self.running.len() {
             let seq = &mut self.running[i].1;
-            match (seq.last_token, seq.first_token) {
-                (Some(last), _) => self.metrics.inter_token(now.duration_since(last).as_secs_f64()),
-                (None, _) => {
+            match seq.last_token {
+                Some(last) => self.metrics.inter_token(now.duration_since(last).as_secs_f64()),
+                None => {
                     seq.first_token = Some(now);
                     self.metrics.first_token(now.duration_since(seq.req.arrived).as_secs_f64());
                 }

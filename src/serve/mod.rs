@@ -259,7 +259,7 @@ fn engine_main(
         "qgc serve: {} — max {} sequences at {} tokens ({} each: {} KV + {} GDN state); state budget {}, prefix cache {}{}",
         m.spec.name,
         fit.min(sizes.max_num_seqs),
-        group(max_len),
+        crate::summary::thousands(max_len as u64),
         human(per_seq),
         human(per_seq - fixed),
         human(fixed),
@@ -277,16 +277,3 @@ fn engine_main(
 }
 
 use qgc_runtime::tokenizer::Tokenizer;
-
-/// `32768` as `32,768`.
-fn group(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}

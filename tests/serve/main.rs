@@ -172,17 +172,15 @@ fn n_choices_seed_and_stop() {
     assert!(ids(&a)[0] != ids(&a)[1] || ids(&a)[1] != ids(&a)[2], "choices draw differently: {:?}", ids(&a));
     // A stop string cuts the text before it and ends with "stop".
     let text = a["choices"][0]["text"].as_str().unwrap().to_string();
-    let cut = text.char_indices().nth(3).map(|(i, _)| i);
-    if let Some(at) = cut.filter(|&i| i > 0 && !text[i..].is_empty()) {
-        let stop: String = text[at..].chars().take(1).collect();
-        let mut b2 = body.clone();
-        b2["n"] = json!(1);
-        b2["stop"] = json!([stop]);
-        let (_, c) = s.post("/v1/completions", &b2);
-        let got = c["choices"][0]["text"].as_str().unwrap();
-        assert!(!got.contains(&stop) && text.starts_with(got), "{got:?} vs {text:?} stop {stop:?}");
-        assert_eq!(c["choices"][0]["finish_reason"], "stop");
-    }
+    let at = text.char_indices().nth(3).map(|(i, _)| i).expect("8 tokens make more than 3 characters");
+    let stop: String = text[at..].chars().take(1).collect();
+    let mut b2 = body.clone();
+    b2["n"] = json!(1);
+    b2["stop"] = json!([stop]);
+    let (_, c) = s.post("/v1/completions", &b2);
+    let got = c["choices"][0]["text"].as_str().unwrap();
+    assert!(!got.contains(&stop) && text.starts_with(got), "{got:?} vs {text:?} stop {stop:?}");
+    assert_eq!(c["choices"][0]["finish_reason"], "stop");
 }
 
 #[test]
