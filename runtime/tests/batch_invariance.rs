@@ -27,45 +27,8 @@ use qgc_runtime::weights::{Bf16Weights, RawWeights};
 use qgc_runtime::{Backend, Session, Tensor};
 use std::collections::BTreeMap;
 
-const SPEC: &str = r#"{
-  "name": "batch-invariance",
-  "vocab_size": 300,
-  "hidden_size": 600,
-  "rms_norm_eps": 1e-6,
-  "zero_centred_norms": true,
-  "tie_word_embeddings": false,
-  "max_position_embeddings": 4096,
-  "blocks": {
-    "attn_moe": {
-      "mixer": {
-        "type": "gated_attention", "num_heads": 8, "num_kv_heads": 2, "head_dim": 76,
-        "output_gate": true, "qk_norm": true, "rope_theta": 10000000.0, "partial_rotary_factor": 0.5
-      },
-      "ffn": {
-        "type": "moe", "num_experts": 8, "top_k": 2, "expert_width": 40, "norm_topk_prob": true,
-        "shared_expert": { "width": 36, "sigmoid_gate": true }
-      }
-    },
-    "gdn_moe": {
-      "mixer": {
-        "type": "gated_deltanet", "num_key_heads": 2, "num_value_heads": 4, "key_head_dim": 16,
-        "value_head_dim": 24, "conv_kernel": 4
-      },
-      "ffn": {
-        "type": "moe", "num_experts": 8, "top_k": 2, "expert_width": 40, "norm_topk_prob": true,
-        "shared_expert": { "width": 36, "sigmoid_gate": true }
-      }
-    },
-    "gdn_all_experts": {
-      "mixer": {
-        "type": "gated_deltanet", "num_key_heads": 2, "num_value_heads": 4, "key_head_dim": 16,
-        "value_head_dim": 24, "conv_kernel": 4
-      },
-      "ffn": { "type": "moe", "num_experts": 4, "top_k": 4, "expert_width": 24, "norm_topk_prob": true }
-    }
-  },
-  "layers": ["gdn_moe", "attn_moe", "gdn_all_experts", "attn_moe"]
-}"#;
+/// A small hybrid model: gated DeltaNet and gated attention layers over two MoE shapes.
+const SPEC: &str = include_str!("cpu_common/hybrid_moe.json");
 
 /// Prompt lengths: 1 token (prefill is all decode), short ones below the conv kernel, lengths
 /// around the 32-key attention block and the 8-token GDN chunk threshold, and 64.

@@ -34,6 +34,7 @@ use qgc_ir::interp::{self, MapWeights, Rng};
 use qgc_ir::{lower, Bindings, ModelSpec};
 use qgc_passes::{optimise, Options};
 use qgc_runtime::compiled::{CpuModel, CpuOptions, Entry};
+use qgc_runtime::cpu::RowOrder;
 use qgc_runtime::weights::{Bf16Weights, RawWeights};
 use qgc_runtime::Backend;
 use std::collections::BTreeMap;
@@ -43,7 +44,8 @@ use std::collections::BTreeMap;
 // ---------------------------------------------------------------------------------------------
 
 fn cpu_options(f64_loops: bool, parallel_loops: bool) -> CpuOptions {
-    CpuOptions { precision: if f64_loops { Precision::F64 } else { Precision::F32 }, parallel_loops }
+    let precision = if f64_loops { Precision::F64 } else { Precision::F32 };
+    CpuOptions { precision, parallel_loops, ..CpuOptions::default() }
 }
 
 proptest! {
@@ -105,6 +107,7 @@ proptest! {
         file in spec_file(50..=300, 8..=48, 1..=4),
         lopts in lower_options(),
         bf16 in any::<bool>(),
+        invariant in any::<bool>(),
         seed in any::<u64>(),
         lens in (1..=20usize, 1..=20usize, 1..=20usize),
     ) {
@@ -122,10 +125,12 @@ proptest! {
             fw = MapWeights::random(&spec, seed);
             &fw
         };
-        let model = CpuModel::compile(&program, w, CpuOptions::default()).unwrap();
+        // Either prefill order (decode's, or the GEMM and chunked rule from their thresholds).
+        let prefill = if invariant { RowOrder::Invariant } else { RowOrder::Fastest };
+        let model = CpuModel::compile(&program, w, CpuOptions { prefill, ..CpuOptions::default() }).unwrap();
         let sc = script(spec.vocab_size, seed ^ 0x5eed, lens);
         let v = spec.vocab_size;
-        let case = || format!("bf16 {bf16}, seed {seed}, {lopts:?}, {sc:?}\nspec {}", serde_json::to_string(&file).unwrap());
+        let case = || format!("bf16 {bf16}, {prefill:?} prefill, seed {seed}, {lopts:?}, {sc:?}\nspec {}", serde_json::to_string(&file).unwrap());
         let want = trace(&program, Backend::Interp(w.source()), v, &sc, false).unwrap();
         let got = trace(&program, Backend::Cpu(&model), v, &sc, true).map_err(|e| TestCaseError::fail(format!("{e}\n{}", case())))?;
         let noise = |k: u64| {

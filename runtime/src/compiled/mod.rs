@@ -17,6 +17,7 @@ mod shims;
 
 use crate::budget::{self, BudgetError, Reservation};
 use crate::cpu::moe::MoeScratch;
+use crate::cpu::RowOrder;
 use crate::tensor::{grow_axis, StateTensor, Tensor};
 use crate::weights::{HostTensor, RawWeights};
 use qgc_codegen::binding::Kernel;
@@ -79,11 +80,19 @@ pub struct CpuOptions {
     pub precision: Precision,
     /// Split compiled loops over threads.
     pub parallel_loops: bool,
+    /// How calls with several tokens per sequence (prefill) sum. Decode always runs in the
+    /// [`RowOrder::Invariant`] order. [`RowOrder::Invariant`] here computes every prefill token
+    /// in decode's order (matmuls on the GEMV path, the delta rule token by token), so a
+    /// token's bits do not depend on how its sequence was split into calls: a prompt prefilled
+    /// at once, in chunks, after a restored snapshot, or decoded token by token gives the same
+    /// logits bit for bit (what an exact prefix cache needs). [`RowOrder::Fastest`] uses the
+    /// panel GEMM and the chunked delta rule from their thresholds on (equal to f32 rounding).
+    pub prefill: RowOrder,
 }
 
 impl Default for CpuOptions {
     fn default() -> Self {
-        CpuOptions { precision: Precision::F64, parallel_loops: true }
+        CpuOptions { precision: Precision::F64, parallel_loops: true, prefill: RowOrder::Fastest }
     }
 }
 
@@ -131,12 +140,17 @@ pub(crate) struct Ctx<'a> {
     pub caps: Vec<Option<(usize, usize)>>,
     pub error: Option<String>,
     pub moe: MoeScratch,
+    /// How this call sums ([`CpuOptions::prefill`] for several tokens per sequence, else
+    /// [`RowOrder::Invariant`]).
+    pub order: RowOrder,
 }
 
 /// A program compiled for the CPU with its weights bound.
 pub struct CpuModel<'w> {
     entries: BTreeMap<Entry, CpuEntry>,
     tensors: Vec<HostTensor<'w>>,
+    /// How prefill sums ([`CpuOptions::prefill`]).
+    prefill: RowOrder,
     /// What the weight binding's copies hold in the memory budget.
     _held: Reservation,
 }
@@ -172,7 +186,7 @@ impl<'w> CpuModel<'w> {
         compiled.verify()?;
         let held = budget::global()
             .reserve("weight copies the compiled backend makes at load", bind::copies_at_load(compiled))?;
-        let mut model = CpuModel { entries: BTreeMap::new(), tensors: Vec::new(), _held: held };
+        let mut model = CpuModel { entries: BTreeMap::new(), tensors: Vec::new(), prefill: opts.prefill, _held: held };
         let mut binder = bind::Binder { weights, index: BTreeMap::new() };
         let hopts = HostOptions {
             fuse_elementwise: true,
@@ -190,6 +204,11 @@ impl<'w> CpuModel<'w> {
             model.entries.insert(e.entry, bound);
         }
         Ok(model)
+    }
+
+    /// How prefill sums ([`CpuOptions::prefill`]).
+    pub fn prefill_order(&self) -> RowOrder {
+        self.prefill
     }
 
     /// The weights as bound at load (index = a slot's or operand's bound tensor).
@@ -406,7 +425,9 @@ impl<'w> CpuModel<'w> {
         let base = arena.as_mut_ptr() as *mut u8;
         // SAFETY: `base` points into the arena vector, which has the planned bytes + 64.
         let arena_ptr = unsafe { base.add(base.align_offset(64)) };
-        let mut cx = Ctx { entry: e, tensors: &self.tensors, bind: *bind, caps, error: None, moe: std::mem::take(moe) };
+        let order = if bind.s == 1 { RowOrder::Invariant } else { self.prefill };
+        let mut cx =
+            Ctx { entry: e, tensors: &self.tensors, bind: *bind, caps, error: None, moe: std::mem::take(moe), order };
         let (b, s, p) = (bind.b as i64, bind.s as i64, bind.p as i64);
         // SAFETY: io holds one buffer per slot of its type under `bind` (inputs checked above,
         // state buffers of their logical shape with `caps` entries along a growing axis, outputs

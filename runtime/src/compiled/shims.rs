@@ -285,7 +285,11 @@ fn dispatch(cx: &mut Ctx, c: &Call) -> Result<(), String> {
                     beta: c.f32(4),
                 };
                 let state = c.inout(1, 5);
-                crate::cpu::gdn_chunked::gated_delta_rule_auto(inputs, dims, state, c.out(0));
+                if invariant(cx) {
+                    gdn::gated_delta_rule(inputs, dims, state, c.out(0));
+                } else {
+                    crate::cpu::gdn_chunked::gated_delta_rule_auto(inputs, dims, state, c.out(0));
+                }
                 Ok(())
             }
             Kernel::Route(k) => {
@@ -333,16 +337,17 @@ fn gate_for<'a>(g: &'a [f32], how: Gate, m: usize, n: usize, tile: &'a mut Vec<f
     }
 }
 
-/// Whether a call must give each token row the same bits whatever the number of rows: one token
-/// per sequence (decode), so a sequence decodes alike alone and in any batch.
-fn one_token_per_row(cx: &Ctx) -> bool {
-    cx.bind.s == 1
+/// Whether a call must give each token row the same bits whatever the number of rows and
+/// tokens: decode (one token per sequence, so a sequence decodes alike alone and in any batch),
+/// and prefill under [`crate::cpu::RowOrder::Invariant`] (so a token computes as decode would).
+fn invariant(cx: &Ctx) -> bool {
+    cx.order == crate::cpu::RowOrder::Invariant
 }
 
 unsafe fn matmul(cx: &mut Ctx, c: &Call, m: &b::MatMul, rows: usize) -> Result<(), String> {
     let w = c.weight(cx, m.weight);
     type Linear = fn(&[f32], WeightRef, usize, usize, usize, LinearEpilogue, &mut [f32]);
-    let linear: Linear = if one_token_per_row(cx) { linear_invariant } else { linear };
+    let linear: Linear = if invariant(cx) { linear_invariant } else { linear };
     match m.epilogue {
         Epilogue::Plain => linear(c.f32(0), w, rows, m.k, m.n, LinearEpilogue::Plain, c.out(0)),
         Epilogue::SwiGlu => linear(c.f32(0), w, rows, m.k, m.n, LinearEpilogue::SwiGlu, c.out(0)),
@@ -458,7 +463,7 @@ unsafe fn experts(cx: &mut Ctx, c: &Call, k: &b::Experts, rows: usize) -> Result
         return Err("internal: no stacked expert weights bound at load".into());
     };
     let mut scratch = std::mem::take(&mut cx.moe);
-    let run = if one_token_per_row(cx) { moe::moe_experts_invariant } else { moe::moe_experts };
+    let run = if invariant(cx) { moe::moe_experts_invariant } else { moe::moe_experts };
     let r = run(
         c.f32(0),
         rows,

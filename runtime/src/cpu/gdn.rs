@@ -210,9 +210,12 @@ fn head_recurrent<S: Simd>(
     let (delta, mnext) = rest.split_at_mut(dv);
     let key = |t: usize| &inp.k[inp.kl.at(b * s + t, kh)..][..dk];
     if s > 0 {
-        m.fill(0.0);
-        for (i, &ki) in key(0).iter().enumerate() {
-            super::simd::axpy::<S>(m, ki, &sh[i * dv..][..dv]);
+        // Summed exactly as `token_pass` sums `mnext`, so the first token of a call (every token
+        // of decode) rounds as a later token of a prefill does.
+        if S::REGS >= 32 {
+            state_dot::<S, 4>(sh, dv, key(0), m);
+        } else {
+            state_dot::<S, 2>(sh, dv, key(0), m);
         }
     }
     for t in 0..s {
@@ -233,6 +236,40 @@ fn head_recurrent<S: Simd>(
             token_pass::<S, 2>(sh, dv, &p, o, mnext);
         }
         m.copy_from_slice(mnext);
+    }
+}
+
+/// `m = Σ_i k[i]·S[i]` over the state `st: [Dk, Dv]` in [`token_pass`]'s order for `mnext`: by
+/// column blocks of `CB` vectors, one fused multiply-add per row, the columns past the last
+/// whole block as scalar products and sums.
+#[inline(always)]
+fn state_dot<S: Simd, const CB: usize>(st: &[f32], dv: usize, k: &[f32], m: &mut [f32]) {
+    let dk = k.len();
+    assert!(st.len() >= dk * dv && m.len() >= dv);
+    let l = S::LANES;
+    let mut j0 = 0;
+    // SAFETY: column blocks stay below dv, rows below dk (asserted lengths above).
+    unsafe {
+        while j0 + CB * l <= dv {
+            let mut mv = [S::zero(); CB];
+            for (i, &ki) in k.iter().enumerate() {
+                let (row, kv) = (st.as_ptr().add(i * dv + j0), S::splat(ki));
+                for (c, acc) in mv.iter_mut().enumerate() {
+                    *acc = S::fma(S::load(row.add(c * l)), kv, *acc);
+                }
+            }
+            for (c, acc) in mv.iter().enumerate() {
+                S::store(m.as_mut_ptr().add(j0 + c * l), *acc);
+            }
+            j0 += CB * l;
+        }
+    }
+    for j in j0..dv {
+        let mut mj = 0.0f32;
+        for (i, &ki) in k.iter().enumerate() {
+            mj += ki * st[i * dv + j];
+        }
+        m[j] = mj;
     }
 }
 

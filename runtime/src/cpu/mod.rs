@@ -14,6 +14,10 @@
 //!   never depends on the other rows of the call — their number, their padding, their routing —
 //!   nor on the thread count, when called as decode does ([`RowOrder::Invariant`] for the
 //!   matmul family; attention, norms, RoPE, the delta rule and the router always are);
+//! - **token invariance** for prefill under [`RowOrder::Invariant`]: a prompt token computes what
+//!   decode computes for it, bit for bit, however its sequence is split into calls (the matmul
+//!   family on the GEMV path, the recurrent delta rule, attention's key blocks aligned to the
+//!   sequence start, vector code for every element of a tail);
 //! - SIMD chosen at run time ([`Level`]: AVX-512, AVX2+FMA, or portable scalar code), each
 //!   kernel written once over a small vector trait and compiled per level;
 //! - shape mismatches are broken internal invariants and panic; values a user can influence

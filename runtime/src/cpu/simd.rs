@@ -689,20 +689,24 @@ pub(crate) unsafe fn exp<S: Simd>(x: S::V) -> S::V {
     S::zero_below(S::mul(y, S::pow2i(n)), x, lo)
 }
 
-/// `e^x` for each element of `x`, in place.
+/// `e^x` for each element of `x`, in place. The elements past the last whole vector go through
+/// the same vector code (padded), so an element's bits do not depend on where it sits in `x` or
+/// on `x`'s length (attention's key blocks are shorter in decode than in prefill).
 #[inline(always)]
 pub(crate) fn exp_in_place<S: Simd>(x: &mut [f32]) {
     let (n, p, l) = (x.len(), x.as_mut_ptr(), S::LANES);
     let mut i = 0;
-    // SAFETY: every access stays below n.
+    // SAFETY: every access stays below n, or inside `tail` (MAX_LANES ≥ l).
     unsafe {
         while i + l <= n {
             S::store(p.add(i), exp::<S>(S::load(p.add(i))));
             i += l;
         }
-        while i < n {
-            *p.add(i) = exp::<Scalar>(*p.add(i));
-            i += 1;
+        if i < n {
+            let mut tail = [0.0f32; MAX_LANES];
+            tail[..n - i].copy_from_slice(&x[i..]);
+            S::store(tail.as_mut_ptr(), exp::<S>(S::load(tail.as_ptr())));
+            x[i..].copy_from_slice(&tail[..n - i]);
         }
     }
 }

@@ -29,6 +29,9 @@ impl CudaModel<'_> {
         let ev = |p: &qgc_ir::Poly| p.eval(c.bind) as usize;
         let n = &e.graph.nodes[c.node];
         let (ops, res) = (&c.ops, &c.res);
+        // Decode (one token per sequence), and prefill under `RowOrder::Invariant`: every row in
+        // one summation order whatever the call's size, as on the CPU backend.
+        let invariant = c.bind.s == 1 || self.cpu().prefill_order() == crate::cpu::RowOrder::Invariant;
         match kernel {
             Kernel::Source | Kernel::View | Kernel::Pointwise => Ok(()),
             Kernel::Interp { .. } => {
@@ -78,7 +81,8 @@ impl CudaModel<'_> {
                 };
                 let sb = k::linear::matmul_scratch_bytes(m, rows);
                 let scratch = if sb > 0 { Some(c.bufs.alloc(sb)?) } else { None };
-                k::linear::matmul(dev, l, m, rows, ops[0], ops[m.weight], (c.wdt)(m.weight), gate, res[0], scratch)
+                let operands = (ops[0], ops[m.weight], (c.wdt)(m.weight), gate, res[0], scratch);
+                k::linear::matmul_ordered(dev, l, m, rows, operands, invariant)
             }
             Kernel::Norm(nm) => k::norm::norm(dev, l, nm, ev(&nm.rows), ops, res),
             Kernel::Rope(r) => k::rope::rope(dev, l, r, ev(&r.tokens), ops, res[0]),
@@ -114,6 +118,7 @@ impl CudaModel<'_> {
                 (ev(&d.batch), ev(&d.s)),
                 (ops[0], ops[1], ops[2], ops[3], ops[4], ops[5]),
                 (res[0], res[1]),
+                invariant,
             ),
             Kernel::Route(r) => k::moe::route(dev, l, r, ev(&r.rows), ops[0], res[0], res[1]),
             Kernel::Experts(x) => {

@@ -111,6 +111,7 @@ pub fn delta_rule(
     (batch, s): (usize, usize),
     (q, kk, v, g, beta, state): (DevPtr, DevPtr, DevPtr, DevPtr, DevPtr, DevPtr),
     (o, state_out): (DevPtr, DevPtr),
+    invariant: bool,
 ) -> Result<(), CudaError> {
     let bad = |m: String| Err(CudaError::Invalid(format!("delta_rule: {m}")));
     if k.hk == 0 || !k.hv.is_multiple_of(k.hk) {
@@ -126,7 +127,7 @@ pub fn delta_rule(
     // Chunked: [2C, dk] keys and queries, three [C, C] matrices, four [C] vectors.
     let chunked = k.dk.checked_mul(2 * CHUNK).and_then(|n| n.checked_add(3 * CHUNK * CHUNK + 4 * CHUNK));
     let (kernel, shared, width) = match floats(chunked) {
-        Some(n) if s >= CHUNKED_MIN_TOKENS => ("qgc_gdn_delta_rule_chunked", n, CHUNKED_THREADS),
+        Some(n) if s >= CHUNKED_MIN_TOKENS && !invariant => ("qgc_gdn_delta_rule_chunked", n, CHUNKED_THREADS),
         _ => match floats(k.dk.checked_mul(2)) {
             Some(n) => ("qgc_gdn_delta_rule", n, THREADS),
             None => return bad(format!("key head dim {} needs too much shared memory", k.dk)),

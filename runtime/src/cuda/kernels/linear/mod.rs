@@ -94,6 +94,20 @@ pub fn matmul(
     out: DevPtr,
     scratch: Option<DevPtr>,
 ) -> Result<(), CudaError> {
+    matmul_ordered(dev, loaded, m, rows, (x, w, w_dtype, gate, out, scratch), false)
+}
+
+/// [`matmul`], and with `invariant` every row summed as the GEMV sums it whatever `rows` (f32
+/// weights too take the chunked GEMV instead of cuBLAS): a row's bits do not depend on the
+/// other rows of the call (batch-invariant decode, token-invariant prefill).
+pub fn matmul_ordered(
+    dev: &dyn Device,
+    loaded: &Loaded,
+    m: &binding::MatMul,
+    rows: usize,
+    (x, w, w_dtype, gate, out, scratch): (DevPtr, DevPtr, DType, Option<DevPtr>, DevPtr, Option<DevPtr>),
+    invariant: bool,
+) -> Result<(), CudaError> {
     let bf16 = match w_dtype {
         DType::F32 => false,
         DType::BF16 => true,
@@ -127,7 +141,7 @@ pub fn matmul(
     }
     let cols = if m.epilogue == Epilogue::SwiGlu { m.n.checked_mul(2) } else { Some(m.n) };
     let cols = cols.ok_or_else(|| CudaError::Invalid("matmul: size overflow".into()))?;
-    if rows <= GEMV_ROWS || bf16 {
+    if rows <= GEMV_ROWS || bf16 || invariant {
         // The GEMV, over chunks of at most GEMV_ROWS rows (one chunk unless bf16 weights have
         // more rows; see the module docs).
         let (mode, how) = match m.epilogue {
