@@ -111,6 +111,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             crate::load::DeviceKind::Ptx => "cuda-ptx",
         },
     };
+    let order = match a.backend.prefill_order {
+        crate::load::PrefillOrder::Invariant => "invariant",
+        crate::load::PrefillOrder::Fastest => "fastest",
+    };
     if a.json {
         let v = serde_json::json!({
             "engine": "qgc",
@@ -121,6 +125,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             "prefill_tokens": a.prefill,
             "decode_tokens": a.decode,
             "prefill_tok_s": prefill_tok_s,
+            "prefill_order": order,
             "decode_tok_s": decode_tok_s,
             "decode_floor_ratio": ratio,
             "decode_bytes_per_token": decode_bytes,
@@ -143,7 +148,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         bw.threads
     );
     println!("  load     {load_s:>8.2} s   compile {compile_s:.2} s");
-    println!("  prefill  {:>8.1} tok/s  ({} tokens in {prefill_s:.2} s, logits of the last)", prefill_tok_s, a.prefill);
+    println!(
+        "  prefill  {:>8.1} tok/s  ({} tokens in {prefill_s:.2} s, logits of the last; --prefill-order {order})",
+        prefill_tok_s, a.prefill
+    );
     println!("  decode   {:>8.1} tok/s  (median of {} steps, {:.1} ms)", decode_tok_s, timed.len(), decode_s * 1e3);
     if let (Some(bytes), Some(floor), Some(r)) = (decode_bytes, floor_s, ratio) {
         println!(

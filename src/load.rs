@@ -62,8 +62,8 @@ pub enum DeviceKind {
     Ptx,
 }
 
-/// `--backend` (and `--device`).
-#[derive(clap::Args)]
+/// `--backend` (and `--device`, `--prefill-order`).
+#[derive(clap::Args, Clone, Copy)]
 pub struct BackendArgs {
     /// What runs the model: `cpu` (compiled), `interp` (the reference interpreter) or `cuda`.
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
@@ -71,6 +71,30 @@ pub struct BackendArgs {
     /// The CUDA device for `--backend cuda`: `gpu` or `ptx` (the PTX interpreter).
     #[arg(long, value_enum, default_value_t = DeviceKind::Gpu)]
     pub device: DeviceKind,
+    /// How prompt tokens are summed on the CPU backend: `invariant` (in decode's order, so a
+    /// prompt gives the same logits bit for bit prefilled at once, in chunks, after a cached
+    /// prefix, or decoded token by token) or `fastest` (a panel GEMM and the chunked delta rule
+    /// for long prompts; equal to f32 rounding).
+    #[arg(long, value_enum, default_value_t = PrefillOrder::Invariant)]
+    pub prefill_order: PrefillOrder,
+}
+
+/// `--prefill-order`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrefillOrder {
+    /// Every prompt token summed as decode sums it.
+    Invariant,
+    /// The fastest kernels for many tokens (GEMM, chunked delta rule).
+    Fastest,
+}
+
+impl PrefillOrder {
+    fn row_order(self) -> qgc_runtime::cpu::RowOrder {
+        match self {
+            PrefillOrder::Invariant => qgc_runtime::cpu::RowOrder::Invariant,
+            PrefillOrder::Fastest => qgc_runtime::cpu::RowOrder::Fastest,
+        }
+    }
 }
 
 /// What `--backend` compiled: nothing (the interpreter), a CPU model, or a CUDA model.
@@ -113,15 +137,15 @@ impl BackendArgs {
         };
         let pb = if std::io::stderr().is_terminal() { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
         pb.enable_steady_tick(std::time::Duration::from_millis(100));
+        let opts = CpuOptions { prefill: self.prefill_order.row_order(), ..CpuOptions::default() };
         let m = match &model.compiled {
             Some(c) => {
                 pb.set_message("generating host code and binding weights");
-                CpuModel::load(c, weights, CpuOptions::default()).context("loading the compiled program")
+                CpuModel::load(c, weights, opts).context("loading the compiled program")
             }
             None => {
                 pb.set_message("compiling for the CPU and binding weights");
-                CpuModel::compile(&model.program, weights, CpuOptions::default())
-                    .context("compiling for the CPU backend")
+                CpuModel::compile(&model.program, weights, opts).context("compiling for the CPU backend")
             }
         };
         let m = match (m, dev) {

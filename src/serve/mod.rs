@@ -13,7 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod prefix;
 
-use crate::load::{BackendArgs, BackendKind, DeviceKind, ModelArgs};
+use crate::load::{BackendArgs, ModelArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use api::Defaults;
 use engine::{Engine, Limits, ModelInfo};
@@ -131,7 +131,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
 
     let (submit, rx) = tokio::sync::mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Limits>>();
-    let (backend_kind, device) = (a.backend.backend, a.backend.device);
+    let backend_args = a.backend;
     let (seed, bf16) = (a.seed, a.weights_dtype == crate::bench::WeightsDtype::Bf16);
     let sizes = Sizes {
         max_num_seqs: a.max_num_seqs,
@@ -143,7 +143,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
     };
     let (tok, inf, met) = (tokenizer.clone(), info.clone(), metrics.clone());
     let engine = std::thread::Builder::new().name("qgc-engine".into()).spawn(move || {
-        let r = engine_main(opened, (backend_kind, device, seed, bf16), sizes, tok, inf, met, rx, &ready_tx);
+        let r = engine_main(opened, (backend_args, seed, bf16), sizes, tok, inf, met, rx, &ready_tx);
         if let Err(e) = r {
             let _ = ready_tx.send(Err(e));
         }
@@ -217,7 +217,7 @@ struct Sizes {
 #[allow(clippy::too_many_arguments)]
 fn engine_main(
     opened: crate::load::Opened,
-    (backend, device, seed, bf16): (BackendKind, DeviceKind, u64, bool),
+    (args, seed, bf16): (BackendArgs, u64, bool),
     sizes: Sizes,
     tokenizer: Option<Arc<Tokenizer>>,
     info: Arc<ModelInfo>,
@@ -225,8 +225,8 @@ fn engine_main(
     rx: tokio::sync::mpsc::UnboundedReceiver<engine::Submit>,
     ready: &std::sync::mpsc::Sender<Result<Limits>>,
 ) -> Result<()> {
-    let (m, loaded) = opened.load(seed, backend, bf16)?;
-    let compiled = BackendArgs { backend, device }.compile(&m, loaded.raw())?;
+    let (m, loaded) = opened.load(seed, args.backend, bf16)?;
+    let compiled = args.compile(&m, loaded.raw())?;
     let backend = crate::load::backend(&compiled, loaded.source());
     let left = budget::global().left();
     let total = sizes.memory_budget.unwrap_or(left / 10 * 9);
