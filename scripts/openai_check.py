@@ -472,6 +472,14 @@ def id_checks(client, model, ctx):
         plain = ids_of(greedy(prompt, 12, temperature=0))
         return f"greedy repeats {12 - len(set(plain))}, with penalty 10 {12 - len(set(rep))}"
 
+    @check("presence_penalty and frequency_penalty (OpenAI parameters, greedy)")
+    def _():
+        kw = {"temperature": 0, "frequency_penalty": 2.0, "presence_penalty": 0.5}
+        pen = ids_of(greedy(prompt, 12, **kw))
+        eq(ids_of(greedy(prompt, 12, **kw)), pen, "penalised greedy ids, twice")
+        plain = ids_of(greedy(prompt, 12, temperature=0))
+        return f"distinct ids of 12: {len(set(plain))} plain, {len(set(pen))} penalised"
+
     @check("n=2 with seed")
     def _():
         kw = {"temperature": 1.0, "seed": 1234}

@@ -199,6 +199,14 @@ pub struct SamplingArgs {
     #[arg(long, alias = "repeat-penalty", value_name = "X", default_value_t = SamplingParams::default().repetition_penalty,
           value_parser = positive, allow_negative_numbers = true)]
     repetition_penalty: f32,
+    /// Subtracted once from the logit of every id generated so far (OpenAI's presence penalty,
+    /// -2..2; 0: off).
+    #[arg(long, value_name = "X", default_value_t = 0.0, value_parser = penalty, allow_negative_numbers = true)]
+    presence_penalty: f32,
+    /// Subtracted from an id's logit once per time it was generated (OpenAI's frequency
+    /// penalty, -2..2; 0: off).
+    #[arg(long, value_name = "X", default_value_t = 0.0, value_parser = penalty, allow_negative_numbers = true)]
+    frequency_penalty: f32,
     /// Seed of the sampler and of --random-weights.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
@@ -213,11 +221,17 @@ impl SamplingArgs {
             top_p: self.top_p,
             min_p: self.min_p,
             repetition_penalty: self.repetition_penalty,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
             seed: self.seed,
         };
         p.validate().map_err(|e| anyhow!(e))?;
         Ok(p)
     }
+}
+
+fn penalty(s: &str) -> Result<f32, String> {
+    number(s).and_then(|v| if (-2.0..=2.0).contains(&v) { Ok(v) } else { Err("must be in [-2, 2]".into()) })
 }
 
 fn number(s: &str) -> Result<f32, String> {

@@ -11,7 +11,7 @@
 //! - [`Timings`] are llama.cpp-style numbers: prompt tokens, prefill rate, time to first token,
 //!   decode rate.
 
-use crate::sampling::{Sampler, SamplingParams};
+use crate::sampling::{History, Sampler, SamplingParams};
 use crate::session::{Session, SessionError};
 use crate::tensor::Tensor;
 use crate::tokenizer::{Tokenizer, TokenizerError};
@@ -241,7 +241,7 @@ pub fn generate_from_logits(
     let vocab = logits.len() / seqs.len();
     let mut first_done: Option<Instant> = None;
     // Greedy sequences need only the argmax (on the device, for the CUDA backend).
-    let greedy = seqs.iter().all(|s| s.sampler.params().is_greedy());
+    let greedy = seqs.iter().all(|s| s.sampler.params().is_greedy() && !s.sampler.params().penalised());
     let mut ids: Option<Vec<i32>> = None;
     loop {
         for (b, s) in seqs.iter_mut().enumerate().filter(|(_, s)| s.stop.is_none()) {
@@ -293,13 +293,9 @@ fn step(s: &mut Seq, pick: Pick, cfg: &GenerateConfig, mut emit: impl FnMut(&str
         s.stop = Some(StopReason::MaxTokens);
         return Ok(());
     }
-    let history: Vec<i32> = if s.sampler.params().repetition_penalty != 1.0 {
-        s.prompt.iter().chain(&s.generated).copied().collect()
-    } else {
-        Vec::new()
-    };
+    let history = History { prompt: &s.prompt, generated: &s.generated };
     let id = match pick {
-        Pick::Row(row) => s.sampler.sample(row, &history),
+        Pick::Row(row) => s.sampler.sample(row, history),
         Pick::Id(id) => id,
     };
     s.generated.push(id);

@@ -22,15 +22,30 @@ pub struct SamplingParams {
     /// Drop tokens whose probability is below `min_p` times the most likely one's, in `[0, 1]`;
     /// `0` is off.
     pub min_p: f32,
-    /// HF's repetition penalty, `> 0`; `1` is off.
+    /// HF's repetition penalty, `> 0`; `1` is off. Looks at the prompt and the generated ids.
     pub repetition_penalty: f32,
+    /// OpenAI's presence penalty, in `[-2, 2]`; `0` is off: subtracted once from the logit of
+    /// every id generated so far (the prompt is not counted, as in vLLM).
+    pub presence_penalty: f32,
+    /// OpenAI's frequency penalty, in `[-2, 2]`; `0` is off: subtracted from an id's logit once
+    /// per time it was generated so far.
+    pub frequency_penalty: f32,
     /// Seed of the draws: the same seed and logits give the same tokens.
     pub seed: u64,
 }
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { temperature: 0.7, top_k: 20, top_p: 0.8, min_p: 0.0, repetition_penalty: 1.0, seed: 0 }
+        SamplingParams {
+            temperature: 0.7,
+            top_k: 20,
+            top_p: 0.8,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            seed: 0,
+        }
     }
 }
 
@@ -40,9 +55,15 @@ impl SamplingParams {
         SamplingParams { temperature: 0.0, ..Self::default() }
     }
 
-    /// Whether this is greedy decoding (temperature 0).
+    /// Whether this is greedy decoding (temperature 0): the argmax of the logits after the
+    /// penalties, no other setting applies.
     pub fn is_greedy(&self) -> bool {
         self.temperature == 0.0
+    }
+
+    /// Whether a penalty changes the logits (then even greedy needs them and the history).
+    pub fn penalised(&self) -> bool {
+        self.repetition_penalty != 1.0 || self.presence_penalty != 0.0 || self.frequency_penalty != 0.0
     }
 
     /// Checks every field's range; the message names the field.
@@ -59,6 +80,12 @@ impl SamplingParams {
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
             return bad("repetition_penalty", self.repetition_penalty, "a finite number > 0");
+        }
+        if !(-2.0..=2.0).contains(&self.presence_penalty) {
+            return bad("presence_penalty", self.presence_penalty, "in [-2, 2]");
+        }
+        if !(-2.0..=2.0).contains(&self.frequency_penalty) {
+            return bad("frequency_penalty", self.frequency_penalty, "in [-2, 2]");
         }
         Ok(())
     }
@@ -83,6 +110,22 @@ pub struct Sampler {
     rng: Rng,
 }
 
+/// The ids a sequence holds before the token being sampled: what the penalties look at.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct History<'a> {
+    /// The prompt (the repetition penalty counts it).
+    pub prompt: &'a [i32],
+    /// The ids generated so far (every penalty counts them).
+    pub generated: &'a [i32],
+}
+
+impl<'a> History<'a> {
+    /// A history of generated ids only.
+    pub fn generated(generated: &'a [i32]) -> History<'a> {
+        History { prompt: &[], generated }
+    }
+}
+
 impl Sampler {
     /// A sampler whose generator starts from `params.seed`.
     pub fn new(params: SamplingParams) -> Sampler {
@@ -94,11 +137,14 @@ impl Sampler {
         &self.params
     }
 
-    /// The next token from `logits` (`[vocab]`, one row). `history` is the prompt and the ids
-    /// generated so far, which the repetition penalty looks at. Greedy consumes no randomness.
-    pub fn sample(&mut self, logits: &[f32], history: &[i32]) -> i32 {
+    /// The next token from `logits` (`[vocab]`, one row) after `history` (what the penalties
+    /// look at). Greedy consumes no randomness.
+    pub fn sample(&mut self, logits: &[f32], history: History) -> i32 {
         if self.params.is_greedy() {
-            return argmax(logits) as i32;
+            return match self.penalised_logits(logits, history) {
+                Some(scores) => argmax(&scores) as i32,
+                None => argmax(logits) as i32,
+            };
         }
         let dist = self.distribution(logits, history);
         let u = self.rng.unit();
@@ -112,17 +158,41 @@ impl Sampler {
         dist.last().map(|&(id, _)| id).unwrap_or(0)
     }
 
-    /// What [`Sampler::sample`] draws from: the surviving `(id, probability)` pairs, most likely
-    /// first (equal probabilities by id), probabilities summing to 1. Greedy gives the argmax
-    /// with probability 1.
-    pub fn distribution(&self, logits: &[f32], history: &[i32]) -> Vec<(i32, f64)> {
+    /// The logits after the penalties, `None` when none applies.
+    fn penalised_logits(&self, logits: &[f32], history: History) -> Option<Vec<f32>> {
         let p = &self.params;
-        if p.is_greedy() || logits.is_empty() {
-            return vec![(argmax(logits) as i32, 1.0)];
+        if !p.penalised() {
+            return None;
         }
         let mut scores = logits.to_vec();
         if p.repetition_penalty != 1.0 {
-            penalise(&mut scores, history, p.repetition_penalty);
+            penalise(&mut scores, history.prompt.iter().chain(history.generated), p.repetition_penalty);
+        }
+        if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
+            let mut count = std::collections::HashMap::<usize, u32>::new();
+            for &id in history.generated {
+                if let Some(i) = usize::try_from(id).ok().filter(|&i| i < scores.len()) {
+                    *count.entry(i).or_default() += 1;
+                }
+            }
+            for (i, n) in count {
+                scores[i] -= p.presence_penalty + p.frequency_penalty * n as f32;
+            }
+        }
+        Some(scores)
+    }
+
+    /// What [`Sampler::sample`] draws from: the surviving `(id, probability)` pairs, most likely
+    /// first (equal probabilities by id), probabilities summing to 1. Greedy gives the argmax
+    /// (after the penalties) with probability 1.
+    pub fn distribution(&self, logits: &[f32], history: History) -> Vec<(i32, f64)> {
+        let p = &self.params;
+        if logits.is_empty() {
+            return vec![(0, 1.0)];
+        }
+        let scores = self.penalised_logits(logits, history).unwrap_or_else(|| logits.to_vec());
+        if p.is_greedy() {
+            return vec![(argmax(&scores) as i32, 1.0)];
         }
         let mut cand: Vec<(i32, f32)> = scores
             .iter()
@@ -131,7 +201,7 @@ impl Sampler {
             .map(|(i, &s)| (i as i32, s / p.temperature))
             .collect();
         if cand.is_empty() {
-            return vec![(argmax(logits) as i32, 1.0)];
+            return vec![(argmax(&scores) as i32, 1.0)];
         }
         if p.top_k > 0 && p.top_k < cand.len() {
             let mut vals: Vec<f32> = cand.iter().map(|c| c.1).collect();
@@ -169,7 +239,7 @@ impl Sampler {
 
 /// HF's `RepetitionPenaltyLogitsProcessor`: every distinct id in `history` (inside the vocabulary)
 /// has its logit divided by `penalty` when positive and multiplied by it otherwise.
-fn penalise(scores: &mut [f32], history: &[i32], penalty: f32) {
+fn penalise<'a>(scores: &mut [f32], history: impl Iterator<Item = &'a i32>, penalty: f32) {
     let mut seen = vec![false; scores.len()];
     for &id in history {
         let Some(i) = usize::try_from(id).ok().filter(|&i| i < scores.len()) else { continue };
@@ -194,7 +264,7 @@ mod tests {
     use super::*;
 
     fn params(temperature: f32, top_k: usize, top_p: f32, min_p: f32) -> SamplingParams {
-        SamplingParams { temperature, top_k, top_p, min_p, repetition_penalty: 1.0, seed: 7 }
+        SamplingParams { temperature, top_k, top_p, min_p, seed: 7, ..SamplingParams::default() }
     }
 
     /// Logits whose softmax at temperature 1 is exactly `probs`.
@@ -238,21 +308,42 @@ mod tests {
     }
 
     #[test]
-    fn greedy_ignores_every_other_setting() {
-        let logits = [0.1, 2.0, 2.0, -5.0];
-        let p =
-            SamplingParams { temperature: 0.0, top_k: 1, top_p: 0.01, min_p: 0.9, repetition_penalty: 100.0, seed: 3 };
-        let mut s = Sampler::new(p);
-        // The penalty would push id 1 below id 2; greedy must not apply it.
-        assert_eq!(s.sample(&logits, &[1, 1, 1]), 1);
-        assert_eq!(s.distribution(&logits, &[1]), vec![(1, 1.0)]);
+    fn greedy_ignores_the_cut_settings_but_applies_penalties() {
+        let logits = [0.1, 2.0, 1.9, -5.0];
+        let cut = SamplingParams { temperature: 0.0, top_k: 1, top_p: 0.01, min_p: 0.9, seed: 3, ..Default::default() };
+        let mut s = Sampler::new(cut);
+        assert_eq!(s.sample(&logits, History::generated(&[1, 1, 1])), 1);
+        assert_eq!(s.distribution(&logits, History::generated(&[1])), vec![(1, 1.0)]);
+        // As HF's greedy search and vLLM: the penalty first (2.0 / 2 < 1.9), then the argmax.
+        let rep = SamplingParams { repetition_penalty: 2.0, ..cut };
+        let prompt = History { prompt: &[1], generated: &[] };
+        assert_eq!(Sampler::new(rep).sample(&logits, prompt), 2);
+        assert_eq!(Sampler::new(rep).distribution(&logits, prompt), vec![(2, 1.0)]);
+        assert_eq!(Sampler::new(cut).sample(&logits, prompt), 1, "no penalty, no change");
+    }
+
+    #[test]
+    fn presence_and_frequency_penalties_subtract_per_generated_id() {
+        // Generated: id 0 twice, id 2 once; the prompt's id 1 is not counted.
+        let h = History { prompt: &[1, 1], generated: &[0, 2, 0, 7, -1] };
+        let logits = [1.0f32, 1.0, 1.0, 1.0];
+        let p = SamplingParams { presence_penalty: 0.5, frequency_penalty: 0.25, ..params(1.0, 0, 1.0, 0.0) };
+        // Scores: 1 - 0.5 - 2·0.25 = 0, 1, 1 - 0.5 - 0.25 = 0.25, 1.
+        let e = [0f64.exp(), 1f64.exp(), 0.25f64.exp(), 1f64.exp()];
+        let z: f64 = e.iter().sum();
+        let d = Sampler::new(p).distribution(&logits, h);
+        assert_dist(&d, &[(1, e[1] / z), (3, e[3] / z), (2, e[2] / z), (0, e[0] / z)]);
+        // Negative values encourage repeats.
+        let q = SamplingParams { presence_penalty: -2.0, ..SamplingParams::greedy() };
+        assert_eq!(Sampler::new(q).sample(&logits, h), 0);
+        assert!(SamplingParams { frequency_penalty: 2.5, ..p }.validate().unwrap_err().contains("frequency_penalty"));
     }
 
     #[test]
     fn temperature_one_is_the_softmax() {
         let probs = [0.1, 0.2, 0.3, 0.4];
         let s = Sampler::new(params(1.0, 0, 1.0, 0.0));
-        assert_dist(&s.distribution(&logits_of(&probs), &[]), &[(3, 0.4), (2, 0.3), (1, 0.2), (0, 0.1)]);
+        assert_dist(&s.distribution(&logits_of(&probs), History::default()), &[(3, 0.4), (2, 0.3), (1, 0.2), (0, 0.1)]);
     }
 
     #[test]
@@ -260,18 +351,18 @@ mod tests {
         // logits ln(p) at T=0.5 become 2 ln(p): probabilities p^2 / sum p^2.
         let probs = [0.2, 0.8];
         let s = Sampler::new(params(0.5, 0, 1.0, 0.0));
-        assert_dist(&s.distribution(&logits_of(&probs), &[]), &[(1, 0.64 / 0.68), (0, 0.04 / 0.68)]);
+        assert_dist(&s.distribution(&logits_of(&probs), History::default()), &[(1, 0.64 / 0.68), (0, 0.04 / 0.68)]);
     }
 
     #[test]
     fn temperature_to_zero_approaches_argmax() {
         let logits = [0.3, 1.0, 0.99, -2.0];
         let mut s = Sampler::new(params(1e-4, 0, 1.0, 0.0));
-        let d = s.distribution(&logits, &[]);
+        let d = s.distribution(&logits, History::default());
         assert_eq!(d[0].0, 1);
         assert!(d[0].1 > 1.0 - 1e-12, "{d:?}");
         for _ in 0..100 {
-            assert_eq!(s.sample(&logits, &[]), 1);
+            assert_eq!(s.sample(&logits, History::default()), 1);
         }
     }
 
@@ -279,9 +370,9 @@ mod tests {
     fn top_k_keeps_the_k_largest_and_ties_at_the_kth() {
         let probs = [0.1, 0.2, 0.3, 0.4];
         let s = Sampler::new(params(1.0, 2, 1.0, 0.0));
-        assert_dist(&s.distribution(&logits_of(&probs), &[]), &[(3, 0.4 / 0.7), (2, 0.3 / 0.7)]);
+        assert_dist(&s.distribution(&logits_of(&probs), History::default()), &[(3, 0.4 / 0.7), (2, 0.3 / 0.7)]);
         let s = Sampler::new(params(1.0, 2, 1.0, 0.0));
-        let d = s.distribution(&[1.0, 2.0, 1.0, 0.0], &[]);
+        let d = s.distribution(&[1.0, 2.0, 1.0, 0.0], History::default());
         assert_eq!(d.iter().map(|d| d.0).collect::<Vec<_>>(), vec![1, 0, 2]);
     }
 
@@ -290,13 +381,13 @@ mod tests {
         let probs = [0.1, 0.2, 0.3, 0.4];
         // 0.4 < 0.6, 0.4 + 0.3 >= 0.6: two tokens.
         let s = Sampler::new(params(1.0, 0, 0.6, 0.0));
-        assert_dist(&s.distribution(&logits_of(&probs), &[]), &[(3, 0.4 / 0.7), (2, 0.3 / 0.7)]);
+        assert_dist(&s.distribution(&logits_of(&probs), History::default()), &[(3, 0.4 / 0.7), (2, 0.3 / 0.7)]);
         // 0.75 needs three (0.4 + 0.3 = 0.7 < 0.75).
         let s = Sampler::new(params(1.0, 0, 0.75, 0.0));
-        assert_eq!(s.distribution(&logits_of(&probs), &[]).len(), 3);
+        assert_eq!(s.distribution(&logits_of(&probs), History::default()).len(), 3);
         // A tiny p keeps the top token only.
         let s = Sampler::new(params(1.0, 0, 0.01, 0.0));
-        assert_dist(&s.distribution(&logits_of(&probs), &[]), &[(3, 1.0)]);
+        assert_dist(&s.distribution(&logits_of(&probs), History::default()), &[(3, 1.0)]);
     }
 
     #[test]
@@ -304,10 +395,10 @@ mod tests {
         let probs = [0.06, 0.14, 0.3, 0.5];
         // floor 0.5 * 0.5 = 0.25: 0.5 and 0.3 stay.
         let s = Sampler::new(params(1.0, 0, 1.0, 0.5));
-        assert_dist(&s.distribution(&logits_of(&probs), &[]), &[(3, 0.5 / 0.8), (2, 0.3 / 0.8)]);
+        assert_dist(&s.distribution(&logits_of(&probs), History::default()), &[(3, 0.5 / 0.8), (2, 0.3 / 0.8)]);
         // floor 0.1 * 0.5 = 0.05: everything stays.
         let s = Sampler::new(params(1.0, 0, 1.0, 0.1));
-        assert_eq!(s.distribution(&logits_of(&probs), &[]).len(), 4);
+        assert_eq!(s.distribution(&logits_of(&probs), History::default()).len(), 4);
     }
 
     #[test]
@@ -316,17 +407,17 @@ mod tests {
         // top-k 4 → {0.35, 0.25, 0.2, 0.1}/0.9; top-p 0.7 → mass before: 0, .389, .667, .889:
         // three kept → {0.35, 0.25, 0.2}/0.8; min-p 0.6 → floor 0.6 * 0.4375 = 0.2625 drops 0.2/0.8.
         let s = Sampler::new(params(1.0, 4, 0.7, 0.6));
-        assert_dist(&s.distribution(&logits_of(&probs), &[]), &[(5, 0.35 / 0.6), (4, 0.25 / 0.6)]);
+        assert_dist(&s.distribution(&logits_of(&probs), History::default()), &[(5, 0.35 / 0.6), (4, 0.25 / 0.6)]);
     }
 
     #[test]
     fn repetition_penalty_divides_positive_and_multiplies_negative_logits() {
         let mut scores = vec![2.0, -1.0, 0.5, 3.0];
-        penalise(&mut scores, &[0, 1, 0, 99, -4], 2.0);
+        penalise(&mut scores, [0, 1, 0, 99, -4].iter(), 2.0);
         assert_eq!(scores, vec![1.0, -2.0, 0.5, 3.0]);
         // Through the sampler: logits [ln 2, 0] with id 0 penalised by 2 → [ln2/2, 0].
         let p = SamplingParams { repetition_penalty: 2.0, ..params(1.0, 0, 1.0, 0.0) };
-        let d = Sampler::new(p).distribution(&[2f32.ln(), 0.0], &[0]);
+        let d = Sampler::new(p).distribution(&[2f32.ln(), 0.0], History { prompt: &[0], generated: &[] });
         let a = 2f64.sqrt();
         assert_dist(&d, &[(0, a / (a + 1.0)), (1, 1.0 / (a + 1.0))]);
     }
@@ -336,7 +427,7 @@ mod tests {
         let logits = logits_of(&[0.1, 0.2, 0.3, 0.4]);
         let draw = |seed| {
             let mut s = Sampler::new(SamplingParams { seed, ..params(1.0, 0, 1.0, 0.0) });
-            (0..4000).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
+            (0..4000).map(|_| s.sample(&logits, History::default())).collect::<Vec<_>>()
         };
         let a = draw(11);
         assert_eq!(a, draw(11));

@@ -228,13 +228,11 @@ pub fn common(o: &Map<String, Value>, chat: bool, d: &Defaults, max_n: usize) ->
         Some(k) => s.top_k = usize::try_from(k).unwrap_or(0),
         None => {}
     }
-    for k in ["presence_penalty", "frequency_penalty"] {
-        match ranged(o, k, |v| (-2.0..=2.0).contains(&v), "in [-2, 2]")? {
-            Some(v) if v != 0.0 => {
-                return Err(ApiError::bad(k, format!("`{k}` is not supported yet (only 0); use repetition_penalty")))
-            }
-            _ => {}
-        }
+    if let Some(p) = ranged(o, "presence_penalty", |v| (-2.0..=2.0).contains(&v), "in [-2, 2]")? {
+        s.presence_penalty = p;
+    }
+    if let Some(p) = ranged(o, "frequency_penalty", |v| (-2.0..=2.0).contains(&v), "in [-2, 2]")? {
+        s.frequency_penalty = p;
     }
     if let Some(seed) = integer(o, "seed")? {
         s.seed = seed as u64;

@@ -21,7 +21,7 @@ use super::metrics::Metrics;
 use super::prefix::PrefixCache;
 use qgc_ir::{Bindings, StateDecl};
 use qgc_runtime::generate::TextStream;
-use qgc_runtime::sampling::{Sampler, SamplingParams};
+use qgc_runtime::sampling::{History, Sampler, SamplingParams};
 use qgc_runtime::session::SavedState;
 use qgc_runtime::tokenizer::Tokenizer;
 use qgc_runtime::Session;
@@ -619,12 +619,7 @@ fn pick_all(
         .map(|(r, slot)| {
             let Some((ch, prompt, lp)) = slot else { return (0, None) };
             let row = &data[r * vocab..(r + 1) * vocab];
-            let history: Vec<i32> = if ch.sampler.params().repetition_penalty != 1.0 {
-                prompt.iter().chain(&ch.generated).copied().collect()
-            } else {
-                Vec::new()
-            };
-            let id = ch.sampler.sample(row, &history);
+            let id = ch.sampler.sample(row, History { prompt, generated: &ch.generated });
             (id, lp.map(|k| logprobs(row, id, k, tok)))
         })
         .collect()

@@ -72,7 +72,8 @@ pub struct ServeArgs {
 /// Sampling defaults from an HF directory's generation_config.json; OpenAI's neutral ones
 /// (temperature 1, nothing cut) without one.
 fn defaults(dirs: &[PathBuf]) -> Defaults {
-    let mut s = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, repetition_penalty: 1.0, seed: 0 };
+    let mut s =
+        SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 0, ..SamplingParams::default() };
     for d in dirs {
         let Ok(text) = std::fs::read_to_string(d.join("generation_config.json")) else { continue };
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };

@@ -47,13 +47,7 @@ fn bad_requests_get_openai_errors() {
         ),
         (cmpl, json!({"prompt": [1], "logprobs": 50}).to_string(), 400, Some("logprobs"), "[0, 20]"),
         (cmpl, json!({"prompt": [1], "seed": "x"}).to_string(), 400, Some("seed"), "whole number"),
-        (
-            cmpl,
-            json!({"prompt": [1], "frequency_penalty": 0.5}).to_string(),
-            400,
-            Some("frequency_penalty"),
-            "not supported",
-        ),
+        (cmpl, json!({"prompt": [1], "frequency_penalty": 2.5}).to_string(), 400, Some("frequency_penalty"), "[-2, 2]"),
         (
             cmpl,
             json!({"prompt": [1], "response_format": {"type": "json_object"}}).to_string(),

@@ -190,3 +190,77 @@ fn greedy_equals_qgc_run() {
     let want = run_ids(&[TINY, "--random-weights", "--tokens", &csv(&prompt), "--temp", "0", "-n", "12"]);
     assert_eq!(greedy_ids(&s, &prompt, 12), want);
 }
+
+/// An HF fixture checkpoint (320 ids) and the byte-level tokenizer that fits it.
+const FIXTURE: &str = "tests/fixtures/hybrid-3to1";
+const FIXTURE_TOKENIZER: &str = "tests/fixtures/tokenizer/byte-level.json";
+
+/// `qgc logits` on [`FIXTURE`] over `tokens` (the first `prefill` prefilled, the rest decoded):
+/// one row of logits after each token.
+fn logit_rows(tokens: &[i64], prefill: usize) -> Vec<Vec<f32>> {
+    let tmp = common::temp_dir("serve-logits");
+    let out = tmp.join("l.safetensors");
+    let (t, p) = (csv(tokens), prefill.to_string());
+    let args = ["logits", FIXTURE, "--tokens", t.as_str(), "--prefill", p.as_str(), "--out", out.to_str().unwrap()];
+    let (code, _, err) = common::qgc(&args, &tmp);
+    assert_eq!(code, 0, "qgc logits failed: {err}");
+    let bytes = std::fs::read(&out).unwrap();
+    let _ = std::fs::remove_dir_all(&tmp);
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let l = st.tensor("logits").unwrap();
+    let v: Vec<f32> = l.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    v.chunks(l.shape()[1]).map(<[f32]>::to_vec).collect()
+}
+
+#[test]
+fn presence_and_frequency_penalties_steer_greedy_decoding() {
+    // Each greedy token must be the argmax of the raw logits after the tokens before it (from
+    // `qgc logits`, the same numerics) minus presence · [generated before] minus frequency ·
+    // (times generated before), computed here; the prompt's ids count for neither (vLLM).
+    let s = Server::start(&[FIXTURE, "--tokenizer", FIXTURE_TOKENIZER]);
+    let prompt: Vec<i64> = vec![260, 72, 101, 108, 5, 33, 7, 261];
+    let ids = |presence: f32, frequency: f32| {
+        let body = json!({"prompt": prompt, "max_tokens": 10, "temperature": 0, "return_token_ids": true,
+                          "presence_penalty": presence, "frequency_penalty": frequency});
+        let (status, v) = s.post("/v1/completions", &body);
+        assert_eq!(status, 200, "{v}");
+        v["choices"][0]["token_ids"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect::<Vec<_>>()
+    };
+    let plain = ids(0.0, 0.0);
+    for (presence, frequency) in [(-2.0f32, 0.0f32), (0.0, 2.0), (1.5, -0.5), (-1.0, 1.0)] {
+        let got = ids(presence, frequency);
+        let all: Vec<i64> = prompt.iter().chain(&got[..got.len() - 1]).copied().collect();
+        let rows = logit_rows(&all, prompt.len());
+        for (i, &id) in got.iter().enumerate() {
+            let mut l: Vec<f64> = rows[prompt.len() - 1 + i].iter().map(|&x| f64::from(x)).collect();
+            for &g in &got[..i] {
+                l[g as usize] -= f64::from(frequency);
+            }
+            for g in got[..i].iter().collect::<std::collections::BTreeSet<_>>() {
+                l[*g as usize] -= f64::from(presence);
+            }
+            let best = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            // The chosen id's penalised logit is the largest (to f32 rounding of the penalty).
+            let what = format!("presence {presence}, frequency {frequency}, step {i}: {got:?}");
+            assert!(l[id as usize] >= best - 1e-5, "{what}: chose {} below the best {best}", l[id as usize]);
+        }
+        if presence == -2.0 {
+            assert_ne!(got, plain, "a bonus of 2 for generated ids changes this output");
+            // `qgc run` takes the same penalties.
+            let run = run_ids(&[
+                FIXTURE,
+                "--tokenizer",
+                FIXTURE_TOKENIZER,
+                "--tokens",
+                &csv(&prompt),
+                "--temp",
+                "0",
+                "-n",
+                "10",
+                "--presence-penalty",
+                "-2",
+            ]);
+            assert_eq!(run, got);
+        }
+    }
+}
