@@ -1,7 +1,8 @@
 //! `qgc serve` over HTTP on a loopback port: the OpenAI shapes (streaming and not), every error
 //! case with its status and `param`, greedy output equal to `qgc run --temp 0` alone and in a
 //! batch of 16, cancellation mid-stream, a prompt longer than the context, memory admission and
-//! the prefix cache (second turn, shared document).
+//! the prefix cache (second turn, shared document), penalties, and the CUDA backend (PTX
+//! interpreter) serving what the CPU backend serves.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -262,5 +263,23 @@ fn presence_and_frequency_penalties_steer_greedy_decoding() {
             ]);
             assert_eq!(run, got);
         }
+    }
+}
+
+#[test]
+fn the_cuda_backend_serves_what_the_cpu_backend_serves() {
+    // The server does not care which backend runs the model: on the CUDA backend (here on the
+    // PTX interpreter, memcheck on) two concurrent greedy requests, batched together, give the
+    // ids `qgc run` gives on the CPU backend for each alone.
+    let s = Server::start(&[FIXTURE, "--tokenizer", FIXTURE_TOKENIZER, "--backend", "cuda", "--device", "ptx"]);
+    let prompts: [Vec<i64>; 2] = [vec![260, 72, 101, 108, 5, 33, 7, 261], vec![260, 9, 40, 41, 42, 43, 261, 260, 120]];
+    let got: Vec<Vec<i64>> = std::thread::scope(|sc| {
+        let hs: Vec<_> = prompts.iter().map(|p| sc.spawn(|| greedy_ids(&s, p, 6))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (p, g) in prompts.iter().zip(&got) {
+        let t = csv(p);
+        let want = run_ids(&[FIXTURE, "--tokenizer", FIXTURE_TOKENIZER, "--tokens", &t, "--temp", "0", "-n", "6"]);
+        assert_eq!(g, &want, "prompt {p:?}");
     }
 }
