@@ -480,6 +480,21 @@ def id_checks(client, model, ctx):
         plain = ids_of(greedy(prompt, 12, temperature=0))
         return f"distinct ids of 12: {len(set(plain))} plain, {len(set(pen))} penalised"
 
+    @check("completions: a batch of prompts, n=2 each, in prompt order")
+    def _():
+        expect(ref, "no greedy reference")
+        r = client.completions.create(
+            model=model, prompt=[prompt, prompt[:3]], max_tokens=4, temperature=0, n=2,
+            extra_body={"return_token_ids": True, "ignore_eos": True},
+        )
+        eq(sorted(c.index for c in r.choices), [0, 1, 2, 3], "choice indices")
+        by = {c.index: extra(c, "token_ids") for c in r.choices}
+        eq(by[0], ref["ids"][:4], "prompt 0's greedy ids")
+        eq(by[1], by[0], "prompt 0's second choice")
+        eq(by[3], by[2], "prompt 1's two choices")
+        eq(r.usage.prompt_tokens, len(prompt) + 3, "usage.prompt_tokens")
+        return f"4 choices, usage {r.usage.prompt_tokens} + {r.usage.completion_tokens}"
+
     @check("n=2 with seed")
     def _():
         kw = {"temperature": 1.0, "seed": 1234}

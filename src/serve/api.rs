@@ -2,7 +2,9 @@
 //! `/v1/chat/completions` bodies field by field (each error names its `param`), and the error
 //! body `{"error": {"message", "type", "param", "code"}}` with its status.
 //!
-//! Unknown fields are ignored, as OpenAI's clients send more than any server reads. Extensions
+//! `/v1/completions` takes one prompt or a batch (strings or token-id arrays, up to
+//! [`MAX_PROMPTS`]), each with `n` choices. Unknown fields are ignored, as OpenAI's clients send
+//! more than any server reads. Extensions
 //! vLLM accepts (through the `openai` client's `extra_body`): `top_k`, `min_p`,
 //! `repetition_penalty`, `ignore_eos`, `chat_template_kwargs`.
 
@@ -97,6 +99,9 @@ pub struct Common {
     pub return_token_ids: bool,
 }
 
+/// Prompts one `/v1/completions` request may batch.
+pub const MAX_PROMPTS: usize = 256;
+
 /// A `/v1/completions` prompt.
 #[derive(Debug, Clone)]
 pub enum Prompt {
@@ -111,8 +116,8 @@ pub enum Prompt {
 pub struct CompletionRequest {
     /// Shared fields.
     pub common: Common,
-    /// `prompt`.
-    pub prompt: Prompt,
+    /// `prompt`: one, or several (a batch: each gets `n` choices, indexed prompt by prompt).
+    pub prompts: Vec<Prompt>,
     /// `echo`: the prompt's text comes before the completion.
     pub echo: bool,
 }
@@ -318,40 +323,38 @@ pub fn common(o: &Map<String, Value>, chat: bool, d: &Defaults, max_n: usize) ->
 /// A `/v1/completions` body.
 pub fn completion(o: &Map<String, Value>, d: &Defaults, max_n: usize) -> Result<CompletionRequest, ApiError> {
     let common = common(o, false, d, max_n)?;
-    let one = "batched prompts are not supported: send one request per prompt";
     let ids = |a: &[Value]| -> Result<Vec<i64>, ApiError> {
         a.iter()
             .map(|x| x.as_i64().ok_or_else(|| ApiError::bad("prompt", "token-id prompts must be whole numbers")))
             .collect()
     };
-    let prompt = match field(o, "prompt") {
+    let shape = "`prompt` must be a string, an array of token ids, or an array of those";
+    let prompts = match field(o, "prompt") {
         None => return Err(ApiError::bad("prompt", "`prompt` is required")),
-        Some(Value::String(s)) => Prompt::Text(s.clone()),
+        Some(Value::String(s)) => vec![Prompt::Text(s.clone())],
         Some(Value::Array(a)) if a.is_empty() => return Err(ApiError::bad("prompt", "`prompt` is empty")),
-        Some(Value::Array(a)) if a.iter().all(Value::is_number) => Prompt::Ids(ids(a)?),
-        Some(Value::Array(a)) if a.len() == 1 => match &a[0] {
-            Value::String(s) => Prompt::Text(s.clone()),
-            Value::Array(x) if x.iter().all(Value::is_number) && !x.is_empty() => Prompt::Ids(ids(x)?),
-            _ => {
-                return Err(ApiError::bad(
-                    "prompt",
-                    "`prompt` must be a string, an array of token ids, or one of those in an array",
-                ))
-            }
-        },
-        Some(Value::Array(_)) => return Err(ApiError::bad("prompt", one)),
-        Some(v) => {
+        Some(Value::Array(a)) if a.iter().all(Value::is_number) => vec![Prompt::Ids(ids(a)?)],
+        Some(Value::Array(a)) if a.len() > MAX_PROMPTS => {
             return Err(ApiError::bad(
                 "prompt",
-                format!("`prompt` must be a string or an array of token ids, got {}", kind(v)),
+                format!("at most {MAX_PROMPTS} prompts in one request, got {}", a.len()),
             ))
         }
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|p| match p {
+                Value::String(s) => Ok(Prompt::Text(s.clone())),
+                Value::Array(x) if !x.is_empty() && x.iter().all(Value::is_number) => Ok(Prompt::Ids(ids(x)?)),
+                _ => Err(ApiError::bad("prompt", shape)),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(v) => return Err(ApiError::bad("prompt", format!("{shape}, got {}", kind(v)))),
     };
-    if matches!(&prompt, Prompt::Text(t) if t.is_empty()) {
+    if prompts.iter().any(|p| matches!(p, Prompt::Text(t) if t.is_empty())) {
         return Err(ApiError::bad("prompt", "`prompt` is empty"));
     }
     let echo = boolean(o, "echo")?.unwrap_or(false);
-    Ok(CompletionRequest { common, prompt, echo })
+    Ok(CompletionRequest { common, prompts, echo })
 }
 
 /// A `/v1/chat/completions` body.

@@ -213,26 +213,50 @@ async fn completions_inner(app: &Arc<App>, body: Body) -> Result<Response, ApiEr
     let (_, o) = body_object(body).await?;
     let req: CompletionRequest = api::completion(&o, &app.defaults, app.limits.max_num_seqs)?;
     check_model(app, &req.common)?;
-    let (ids, text) = match &req.prompt {
-        Prompt::Ids(ids) => {
-            let vocab = app.info.vocab as i64;
-            if let Some(bad) = ids.iter().find(|&&t| t < 0 || t >= vocab) {
-                return Err(ApiError::bad("prompt", format!("token id {bad} is outside the vocabulary (0..{vocab})")));
+    // Every prompt checked before any is submitted: a bad one fails the whole request.
+    let mut each = Vec::with_capacity(req.prompts.len());
+    for (i, prompt) in req.prompts.iter().enumerate() {
+        let what = if req.prompts.len() == 1 { "prompt".to_string() } else { format!("prompt[{i}]") };
+        let (ids, text) = match prompt {
+            Prompt::Ids(ids) => {
+                let vocab = app.info.vocab as i64;
+                if let Some(bad) = ids.iter().find(|&&t| t < 0 || t >= vocab) {
+                    return Err(ApiError::bad(&what, format!("token id {bad} is outside the vocabulary (0..{vocab})")));
+                }
+                let ids: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
+                let text = match (&app.tokenizer, req.echo) {
+                    (Some(t), true) => t.decode(&ids.iter().map(|&i| i as u32).collect::<Vec<_>>()).unwrap_or_default(),
+                    _ => String::new(),
+                };
+                (ids, text)
             }
-            let ids: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
-            let text = match (&app.tokenizer, req.echo) {
-                (Some(t), true) => t.decode(&ids.iter().map(|&i| i as u32).collect::<Vec<_>>()).unwrap_or_default(),
-                _ => String::new(),
-            };
-            (ids, text)
-        }
-        Prompt::Text(t) => (encode(app, t, "prompt")?, t.clone()),
-    };
-    let params = params(app, &req.common, ids.len(), Some(16), "prompt")?;
+            Prompt::Text(t) => (encode(app, t, &what)?, t.clone()),
+        };
+        let params = params(app, &req.common, ids.len(), Some(16), &what)?;
+        each.push((ids, text, params));
+    }
     let id = request_id("cmpl");
-    let rx = submit(app, &id, ids.clone(), params)?;
-    let echo = req.echo.then_some(text);
-    let out = Output { id, created: now_s(), model: app.name.clone(), chat: None, echo, common: req.common };
+    let batch = each.len();
+    let mut rxs = Vec::with_capacity(batch);
+    let mut echo = Vec::new();
+    for (i, (ids, text, params)) in each.into_iter().enumerate() {
+        let sub = if batch == 1 { id.clone() } else { format!("{id}-{i}") };
+        rxs.push(submit(app, &sub, ids, params)?);
+        if req.echo {
+            echo.push(text);
+        }
+    }
+    let n = req.common.n;
+    let rx = if batch == 1 { rxs.remove(0) } else { merge(rxs, n) };
+    let out = Output {
+        id,
+        created: now_s(),
+        model: app.name.clone(),
+        chat: None,
+        echo,
+        choices: batch * n,
+        common: req.common,
+    };
     Ok(respond(app, out, rx).await)
 }
 
@@ -280,7 +304,16 @@ async fn chat_inner(app: &Arc<App>, body: Body) -> Result<Response, ApiError> {
     let rx = submit(app, &id, ids, params)?;
     let think = text.trim_end().ends_with("<think>");
     let chat = Some(ChatMode { think, tools: req.parse_tools });
-    let out = Output { id, created: now_s(), model: app.name.clone(), chat, echo: None, common: req.common };
+    let n = req.common.n;
+    let out = Output {
+        id,
+        created: now_s(),
+        model: app.name.clone(),
+        chat,
+        echo: Vec::new(),
+        choices: n,
+        common: req.common,
+    };
     Ok(respond(app, out, rx).await)
 }
 
@@ -300,9 +333,67 @@ struct Output {
     model: String,
     /// `None` for completions.
     chat: Option<ChatMode>,
-    /// Completions with `echo`: the prompt text.
-    echo: Option<String>,
+    /// Completions with `echo`: each prompt's text (choice `i` is prompt `i / n`'s); empty
+    /// without `echo`.
+    echo: Vec<String>,
+    /// Choices in all (`n` per prompt).
+    choices: usize,
     common: Common,
+}
+
+impl Output {
+    /// What choice `i`'s text starts with (`echo`).
+    fn echo_of(&self, i: usize) -> String {
+        self.echo.get(i / self.common.n.max(1)).cloned().unwrap_or_default()
+    }
+}
+
+/// The events of a batched prompt's engine requests as one stream: choice `c` of prompt `i`
+/// becomes choice `i·n + c`, one [`Event::Done`] with the summed usage when every request is
+/// done, the first failure ends it. A handler that stops listening drops every request.
+fn merge(rxs: Vec<UnboundedReceiver<Event>>, n: usize) -> UnboundedReceiver<Event> {
+    let (tx, out) = mpsc::unbounded_channel();
+    let (each_tx, mut each) = mpsc::unbounded_channel::<(usize, Event)>();
+    let pending = rxs.len();
+    for (i, mut rx) in rxs.into_iter().enumerate() {
+        let each_tx = each_tx.clone();
+        tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                if each_tx.send((i, e)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(each_tx);
+    tokio::spawn(async move {
+        let mut total = Usage::default();
+        let mut done = 0;
+        while let Some((i, e)) = each.recv().await {
+            let e = match e {
+                Event::Token { choice, id, text, logprob } => {
+                    Event::Token { choice: i * n + choice, id, text, logprob }
+                }
+                Event::Finish { choice, text, reason } => Event::Finish { choice: i * n + choice, text, reason },
+                Event::Done(u) => {
+                    total.prompt_tokens += u.prompt_tokens;
+                    total.completion_tokens += u.completion_tokens;
+                    total.cached_tokens += u.cached_tokens;
+                    done += 1;
+                    if done < pending {
+                        continue;
+                    }
+                    Event::Done(total)
+                }
+                Event::Failed(m) => Event::Failed(m),
+            };
+            let last = matches!(e, Event::Done(_) | Event::Failed(_));
+            if tx.send(e).is_err() || last {
+                return;
+            }
+        }
+    });
+    out
 }
 
 /// One choice's text on its way out: reasoning split, tool calls parsed, logprobs kept.
@@ -442,7 +533,7 @@ async fn respond(app: &Arc<App>, out: Output, rx: UnboundedReceiver<Event>) -> R
 
 /// Waits for every event and builds the one response body.
 async fn collect(out: &Output, mut rx: UnboundedReceiver<Event>) -> Result<Value, ApiError> {
-    let mut choices: Vec<ChoiceOut> = (0..out.common.n).map(|_| ChoiceOut::new(out.chat)).collect();
+    let mut choices: Vec<ChoiceOut> = (0..out.choices).map(|_| ChoiceOut::new(out.chat)).collect();
     let usage = loop {
         match rx.recv().await {
             Some(Event::Token { choice, id, text, logprob }) => {
@@ -481,7 +572,7 @@ async fn collect(out: &Output, mut rx: UnboundedReceiver<Event>) -> Result<Value
                 })
             }
             None => {
-                let echo = out.echo.clone().unwrap_or_default();
+                let echo = out.echo_of(i);
                 json!({
                     "index": i, "text": format!("{echo}{}", c.content), "finish_reason": c.finish_reason(),
                     "logprobs": lp.map(|l| completion_logprobs(l, echo.chars().count())),
@@ -506,7 +597,7 @@ async fn collect(out: &Output, mut rx: UnboundedReceiver<Event>) -> Result<Value
 fn stream(out: Output, mut rx: UnboundedReceiver<Event>) -> Response {
     let (tx, sse_rx) = mpsc::unbounded_channel::<SseEvent>();
     tokio::spawn(async move {
-        let mut choices: Vec<ChoiceOut> = (0..out.common.n).map(|_| ChoiceOut::new(out.chat)).collect();
+        let mut choices: Vec<ChoiceOut> = (0..out.choices).map(|_| ChoiceOut::new(out.chat)).collect();
         let object = if out.chat.is_some() { "chat.completion.chunk" } else { "text_completion" };
         let usage_field = out.common.include_usage;
         let want_ids = out.common.return_token_ids;
@@ -590,7 +681,7 @@ fn stream(out: Output, mut rx: UnboundedReceiver<Event>) -> Response {
                     let mut text = d.content;
                     if !c.started {
                         c.started = true;
-                        let echo = out.echo.clone().unwrap_or_default();
+                        let echo = out.echo_of(i);
                         c.offset = echo.chars().count();
                         text = format!("{echo}{text}");
                     }

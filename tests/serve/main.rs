@@ -283,3 +283,36 @@ fn the_cuda_backend_serves_what_the_cpu_backend_serves() {
         assert_eq!(g, &want, "prompt {p:?}");
     }
 }
+
+#[test]
+fn a_batch_of_prompts_gets_n_choices_each_in_prompt_order() {
+    // OpenAI's batched `prompt`: choice i·n + c is choice c of prompt i, usage sums the prompts;
+    // greedy, each prompt's choices equal that prompt sent alone; streaming gives the same.
+    let s = tiny(&[]);
+    let prompts = [vec![151644, 872, 198, 9707], vec![5, 17, 3, 99, 7, 8], vec![33, 7]];
+    let alone: Vec<Vec<i64>> = prompts.iter().map(|p| greedy_ids(&s, p, 5)).collect();
+    let body = json!({"prompt": prompts, "max_tokens": 5, "temperature": 0, "n": 2, "return_token_ids": true});
+    let (status, v) = s.post("/v1/completions", &body);
+    assert_eq!(status, 200, "{v}");
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 6, "{v}");
+    for (k, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], k, "{v}");
+        let ids: Vec<i64> = c["token_ids"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+        assert_eq!(ids, alone[k / 2], "choice {k}");
+    }
+    assert_eq!(v["usage"]["prompt_tokens"], 4 + 6 + 2, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 6 * 5, "{v}");
+    // Streamed: every chunk names its choice; the text of each choice as above.
+    let mut sb = body.clone();
+    sb["stream"] = json!(true);
+    let mut texts = vec![String::new(); 6];
+    for d in s.stream("/v1/completions", &sb).iter().filter(|d| d.as_str() != "[DONE]") {
+        let c: Value = serde_json::from_str(d).unwrap();
+        for ch in c["choices"].as_array().unwrap() {
+            texts[ch["index"].as_u64().unwrap() as usize].push_str(ch["text"].as_str().unwrap_or(""));
+        }
+    }
+    let whole: Vec<&str> = choices.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, whole);
+}
