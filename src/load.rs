@@ -71,10 +71,10 @@ pub struct BackendArgs {
     /// The CUDA device for `--backend cuda`: `gpu` or `ptx` (the PTX interpreter).
     #[arg(long, value_enum, default_value_t = DeviceKind::Gpu)]
     pub device: DeviceKind,
-    /// How prompt tokens are summed on the CPU backend: `invariant` (in decode's order, so a
-    /// prompt gives the same logits bit for bit prefilled at once, in chunks, after a cached
-    /// prefix, or decoded token by token) or `fastest` (a panel GEMM and the chunked delta rule
-    /// for long prompts; equal to f32 rounding).
+    /// How prompt tokens are summed: `invariant` (in decode's order, so a prompt gives the same
+    /// logits bit for bit prefilled at once, in chunks, after a cached prefix, or decoded token
+    /// by token) or `fastest` (a GEMM — the panel GEMM on the CPU, cuBLAS for f32 weights on
+    /// CUDA — and the chunked delta rule for long prompts; equal to f32 rounding).
     #[arg(long, value_enum, default_value_t = PrefillOrder::Invariant)]
     pub prefill_order: PrefillOrder,
 }
@@ -180,7 +180,7 @@ pub fn backend<'w>(c: &'w Compiled<'w>, w: &'w dyn WeightSource) -> Backend<'w> 
 /// The sampling flags.
 #[derive(clap::Args)]
 pub struct SamplingArgs {
-    /// Temperature; 0 is greedy (plain argmax, no other sampler applies).
+    /// Temperature; 0 is greedy (the argmax after the penalties; top-k/p and min-p do not apply).
     #[arg(long = "temp", value_name = "T", default_value_t = SamplingParams::default().temperature,
           value_parser = non_negative, allow_negative_numbers = true)]
     temperature: f32,

@@ -309,7 +309,15 @@ impl<'w, 't> Engine<'w, 't> {
 
     /// Drops requests whose client went away (their rows leave at the next regroup).
     fn drop_cancelled(&mut self) {
-        self.waiting.retain(|s| !s.events.is_closed());
+        let metrics = &self.metrics;
+        self.waiting.retain(|s| {
+            let gone = s.events.is_closed();
+            if gone {
+                metrics.cancelled();
+                eprintln!("request {}: cancelled while waiting (the client went away)", s.id);
+            }
+            !gone
+        });
         let mut freed = 0;
         let owner = self.prefill_owner;
         let mut gone = Vec::new();

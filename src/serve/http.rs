@@ -350,15 +350,22 @@ impl Output {
 
 /// The events of a batched prompt's engine requests as one stream: choice `c` of prompt `i`
 /// becomes choice `i·n + c`, one [`Event::Done`] with the summed usage when every request is
-/// done, the first failure ends it. A handler that stops listening drops every request.
+/// done, the first failure ends it (and cancels the other prompts). A handler that stops
+/// listening cancels every prompt's request at once, even those still waiting.
 fn merge(rxs: Vec<UnboundedReceiver<Event>>, n: usize) -> UnboundedReceiver<Event> {
     let (tx, out) = mpsc::unbounded_channel();
     let (each_tx, mut each) = mpsc::unbounded_channel::<(usize, Event)>();
     let pending = rxs.len();
     for (i, mut rx) in rxs.into_iter().enumerate() {
         let each_tx = each_tx.clone();
+        // Ends (dropping `rx`, which cancels the engine request) as soon as the merger stops.
         tokio::spawn(async move {
-            while let Some(e) = rx.recv().await {
+            loop {
+                let e = tokio::select! {
+                    e = rx.recv() => e,
+                    _ = each_tx.closed() => None,
+                };
+                let Some(e) = e else { return };
                 if each_tx.send((i, e)).is_err() {
                     return;
                 }
@@ -369,7 +376,16 @@ fn merge(rxs: Vec<UnboundedReceiver<Event>>, n: usize) -> UnboundedReceiver<Even
     tokio::spawn(async move {
         let mut total = Usage::default();
         let mut done = 0;
-        while let Some((i, e)) = each.recv().await {
+        loop {
+            // The handler gone (client hung up, response built) or a prompt failed: returning
+            // drops `each`, which ends every forwarder and so every engine request.
+            let (i, e) = tokio::select! {
+                m = each.recv() => match m {
+                    Some(m) => m,
+                    None => return,
+                },
+                _ = tx.closed() => return,
+            };
             let e = match e {
                 Event::Token { choice, id, text, logprob } => {
                     Event::Token { choice: i * n + choice, id, text, logprob }

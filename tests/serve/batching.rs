@@ -39,7 +39,9 @@ fn greedy_tokens_alone_equal_tokens_in_a_batch_of_16() {
             assert_eq!(h.join().unwrap(), 20 + i as u64);
         }
     });
-    assert_eq!(s.metric("vllm:num_requests_running"), 0.0);
+    // The gauge is set at the end of the engine step that finished the requests, which may come
+    // just after their responses.
+    s.wait_for(30, "no request running", |s| s.metric("vllm:num_requests_running") == 0.0);
 }
 
 #[test]
@@ -55,6 +57,21 @@ fn a_client_that_hangs_up_frees_its_slot() {
     s.wait_for(30, "the cancellation's log line", |s| s.log.lock().unwrap().contains("cancelled"));
     let (status, _) = s.post("/v1/completions", &json!({"prompt": [1], "max_tokens": 2}));
     assert_eq!(status, 200);
+
+    // A batch of prompts: hanging up cancels every prompt's request, the one still waiting for
+    // a slot too (one sequence at a time here).
+    let one = tiny(&["--max-num-seqs", "1"]);
+    let body = json!({"prompt": [[5, 6, 7], [8, 9]], "max_tokens": 3000, "ignore_eos": true, "stream": true});
+    let sock = one.stream_partially("/v1/completions", &body, 3);
+    one.wait_for(30, "one running, one waiting", |s| {
+        s.metric("vllm:num_requests_running") == 1.0 && s.metric("vllm:num_requests_waiting") == 1.0
+    });
+    drop(sock);
+    one.wait_for(30, "both to be cancelled", |s| {
+        s.metric("vllm:num_requests_running") == 0.0
+            && s.metric("vllm:num_requests_waiting") == 0.0
+            && s.metric("qgc:requests_cancelled_total") == 2.0
+    });
 }
 
 #[test]

@@ -79,7 +79,7 @@ impl CudaModel<'_> {
                     Epilogue::SigmoidGate { gate, .. } | Epilogue::SigmoidGatePrologue { gate, .. } => Some(ops[gate]),
                     _ => None,
                 };
-                let sb = k::linear::matmul_scratch_bytes(m, rows);
+                let sb = k::linear::matmul_scratch_bytes_ordered(m, rows, invariant);
                 let scratch = if sb > 0 { Some(c.bufs.alloc(sb)?) } else { None };
                 let operands = (ops[0], ops[m.weight], (c.wdt)(m.weight), gate, res[0], scratch);
                 k::linear::matmul_ordered(dev, l, m, rows, operands, invariant)

@@ -67,9 +67,14 @@ fn gate_args(how: Gate) -> Result<[Arg; 2], CudaError> {
 /// sigmoid-gate prologue; the `[rows, 2n]` f32 GEMM result for SwiGLU above [`GEMV_ROWS`]
 /// rows (f32 weights; bf16 weights, which take the chunked GEMV, leave it unused); else none.
 pub fn matmul_scratch_bytes(m: &binding::MatMul, rows: usize) -> usize {
+    matmul_scratch_bytes_ordered(m, rows, false)
+}
+
+/// [`matmul_scratch_bytes`] for [`matmul_ordered`]: with `invariant` no GEMM result is stored.
+pub fn matmul_scratch_bytes_ordered(m: &binding::MatMul, rows: usize, invariant: bool) -> usize {
     match m.epilogue {
         Epilogue::SigmoidGatePrologue { .. } => rows.saturating_mul(m.k).saturating_mul(4),
-        Epilogue::SwiGlu if rows > GEMV_ROWS => rows.saturating_mul(m.n).saturating_mul(8),
+        Epilogue::SwiGlu if rows > GEMV_ROWS && !invariant => rows.saturating_mul(m.n).saturating_mul(8),
         _ => 0,
     }
 }
