@@ -18,6 +18,8 @@
 //! The reference is the same program run on one sequence: what the batch must reproduce is
 //! exactly the single-stream result, so no tolerance applies.
 
+mod cpu_common;
+use cpu_common::tokens;
 use qgc_ir::interp::{MapWeights, Rng};
 use qgc_ir::{lower, LowerOptions, ModelSpec, Program, SpecFile, StateDecl};
 use qgc_runtime::compiled::{CpuModel, CpuOptions};
@@ -42,19 +44,6 @@ const DECODES: usize = 4;
 fn spec() -> ModelSpec {
     let file: SpecFile = serde_json::from_str(SPEC).expect("spec JSON");
     file.resolve().expect("valid spec")
-}
-
-/// `n` pseudo-random token ids below `vocab`.
-fn tokens(seed: u64, n: usize, vocab: usize) -> Vec<i32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % vocab as u64) as i32
-        })
-        .collect()
 }
 
 /// One sequence run alone: its state after the prompt and its logits at every decode step.

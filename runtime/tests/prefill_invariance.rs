@@ -15,6 +15,8 @@
 //! The last test checks the oracle can fail: under `RowOrder::Fastest` the same comparison
 //! finds differing bits.
 
+mod cpu_common;
+use cpu_common::tokens;
 use qgc_ir::interp::MapWeights;
 use qgc_ir::{lower, LowerOptions, ModelSpec, Program, SpecFile};
 use qgc_runtime::compiled::{CpuModel, CpuOptions};
@@ -51,19 +53,6 @@ fn cuda_spec() -> ModelSpec {
     let spec = file.resolve().expect("valid spec");
     assert_eq!((spec.vocab_size, spec.hidden_size), (64, 96), "the replacements above took");
     spec
-}
-
-/// `n` pseudo-random token ids below `vocab`.
-fn tokens(seed: u64, n: usize, vocab: usize) -> Vec<i32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % vocab as u64) as i32
-        })
-        .collect()
 }
 
 fn session<'w>(program: &Program, backend: Backend<'w>, vocab: usize, batch: usize) -> Session<'w> {

@@ -6,23 +6,13 @@
 //! Reference: each sequence run alone in a batch-1 session (prefill, then decode). Decode is
 //! batch-invariant, so rows must match their alone runs bit for bit.
 
+mod cpu_common;
+use cpu_common::tokens;
 use qgc_ir::interp::MapWeights;
 use qgc_ir::{lower, LowerOptions, Program, SpecFile};
 use qgc_runtime::compiled::{CpuModel, CpuOptions};
 use qgc_runtime::session::SavedState;
 use qgc_runtime::{rows, Backend, Session};
-
-fn tokens(seed: u64, n: usize, vocab: usize) -> Vec<i32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % vocab as u64) as i32
-        })
-        .collect()
-}
 
 struct Alone {
     /// State after `prompt` minus its last token (what a server holds before decode).

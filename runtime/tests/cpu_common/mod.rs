@@ -80,3 +80,16 @@ pub mod gdn_cases;
 pub mod linear_cases;
 pub mod moe_cases;
 pub mod norm_cases;
+
+/// `n` pseudo-random token ids below `vocab` (xorshift from `seed`).
+pub fn tokens(seed: u64, n: usize, vocab: usize) -> Vec<i32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % vocab as u64) as i32
+        })
+        .collect()
+}
