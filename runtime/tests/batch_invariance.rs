@@ -320,7 +320,8 @@ fn linear_rows_do_not_depend_on_the_row_count() {
 
 #[test]
 fn expert_rows_do_not_depend_on_the_batch() {
-    use qgc_runtime::cpu::moe::{moe_experts_invariant, ExpertDims, MoeScratch, PANEL_MIN_ROWS};
+    use qgc_runtime::cpu::moe::{moe_experts_ordered, ExpertDims, MoeScratch, Routing, PANEL_MIN_ROWS};
+    use qgc_runtime::cpu::RowOrder;
     let _g = lock();
     // With 4 experts top-4 every expert gets all T tokens, so from PANEL_MIN_ROWS tokens
     // `moe_experts` switches to the panel path: the invariant path must never take that switch.
@@ -352,16 +353,17 @@ fn expert_rows_do_not_depend_on_the_batch() {
                 let mut alone = vec![0.0f32; 64 * h];
                 for t in 0..64 {
                     let (w, e) = (&weights[t * top_k..][..top_k], &experts[t * top_k..][..top_k]);
-                    moe_experts_invariant(
+                    let routing = Routing { weights: w, experts: e };
+                    let out = &mut alone[t * h..][..h];
+                    moe_experts_ordered(
+                        RowOrder::Invariant,
                         &x[t * h..][..h],
                         1,
-                        w,
-                        e,
-                        gu,
-                        dn,
+                        routing,
+                        (gu, dn),
                         dims,
                         &mut scratch,
-                        &mut alone[t * h..][..h],
+                        out,
                     )
                     .unwrap();
                 }
@@ -369,7 +371,9 @@ fn expert_rows_do_not_depend_on_the_batch() {
                     let mut scratch = MoeScratch::new();
                     for t in 1..=64 {
                         let mut out = vec![0.0f32; t * h];
-                        moe_experts_invariant(&x[..t * h], t, &weights, &experts, gu, dn, dims, &mut scratch, &mut out)
+                        let routing = Routing { weights: &weights, experts: &experts };
+                        let x = &x[..t * h];
+                        moe_experts_ordered(RowOrder::Invariant, x, t, routing, (gu, dn), dims, &mut scratch, &mut out)
                             .unwrap();
                         same_bits(
                             &format!("{lv:?} {dt} {ne} experts top-{top_k}, T={t}, {threads} threads"),

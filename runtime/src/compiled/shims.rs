@@ -16,7 +16,7 @@
 use super::Ctx;
 use crate::cpu::attention::{self, AttnDims, KvShape};
 use crate::cpu::gdn::{self, GdnDims, GdnInputs};
-use crate::cpu::linear::{linear, linear_invariant, Epilogue as LinearEpilogue};
+use crate::cpu::linear::{linear_ordered, Epilogue as LinearEpilogue};
 use crate::cpu::{embed, moe, norm, rope, HeadLayout, WeightRef};
 use crate::weights::HostTensor;
 use qgc_codegen::binding::{self as b, Epilogue, Gate, Kernel, NormKind};
@@ -346,8 +346,8 @@ fn invariant(cx: &Ctx) -> bool {
 
 unsafe fn matmul(cx: &mut Ctx, c: &Call, m: &b::MatMul, rows: usize) -> Result<(), String> {
     let w = c.weight(cx, m.weight);
-    type Linear = fn(&[f32], WeightRef, usize, usize, usize, LinearEpilogue, &mut [f32]);
-    let linear: Linear = if invariant(cx) { linear_invariant } else { linear };
+    let order = cx.order;
+    let linear = |x: &[f32], w, m, k, n, epi, y: &mut [f32]| linear_ordered(order, x, w, (m, k, n), epi, y);
     match m.epilogue {
         Epilogue::Plain => linear(c.f32(0), w, rows, m.k, m.n, LinearEpilogue::Plain, c.out(0)),
         Epilogue::SwiGlu => linear(c.f32(0), w, rows, m.k, m.n, LinearEpilogue::SwiGlu, c.out(0)),
@@ -463,18 +463,9 @@ unsafe fn experts(cx: &mut Ctx, c: &Call, k: &b::Experts, rows: usize) -> Result
         return Err("internal: no stacked expert weights bound at load".into());
     };
     let mut scratch = std::mem::take(&mut cx.moe);
-    let run = if invariant(cx) { moe::moe_experts_invariant } else { moe::moe_experts };
-    let r = run(
-        c.f32(0),
-        rows,
-        c.f32(1),
-        c.i32(2),
-        host_ref(&cx.tensors[stack]),
-        c.weight(cx, 5),
-        dims,
-        &mut scratch,
-        c.out(0),
-    );
+    let routing = moe::Routing { weights: c.f32(1), experts: c.i32(2) };
+    let weights = (host_ref(&cx.tensors[stack]), c.weight(cx, 5));
+    let r = moe::moe_experts_ordered(cx.order, c.f32(0), rows, routing, weights, dims, &mut scratch, c.out(0));
     cx.moe = scratch;
     r.map_err(|e| e.to_string())
 }

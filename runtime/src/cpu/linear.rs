@@ -71,14 +71,26 @@ pub enum Epilogue<'a> {
 /// [`Epilogue::SwiGlu`]), f32 or bf16, on the fastest path for `M` ([`RowOrder::Fastest`]).
 /// Panics if a slice is shorter than its shape.
 pub fn linear(x: &[f32], w: WeightRef, m: usize, k: usize, n: usize, epi: Epilogue, y: &mut [f32]) {
-    run(&Plan::new(x, w, (m, k, n), epi, RowOrder::Fastest), y)
+    linear_ordered(RowOrder::Fastest, x, w, (m, k, n), epi, y)
 }
 
 /// [`linear`] with every token row summed in the GEMV order whatever `M`
 /// ([`RowOrder::Invariant`]): row `i` of `y` has the same bits as the call on row `i` alone.
 /// For decode, where each row is a different sequence of a batch.
 pub fn linear_invariant(x: &[f32], w: WeightRef, m: usize, k: usize, n: usize, epi: Epilogue, y: &mut [f32]) {
-    run(&Plan::new(x, w, (m, k, n), epi, RowOrder::Invariant), y)
+    linear_ordered(RowOrder::Invariant, x, w, (m, k, n), epi, y)
+}
+
+/// [`linear`] or [`linear_invariant`] as `order` says.
+pub fn linear_ordered(
+    order: RowOrder,
+    x: &[f32],
+    w: WeightRef,
+    (m, k, n): (usize, usize, usize),
+    epi: Epilogue,
+    y: &mut [f32],
+) {
+    run(&Plan::new(x, w, (m, k, n), epi, order), y)
 }
 
 /// `y: [M, N] = silu(x W_gateᵀ) ⊙ (x W_upᵀ)` with `x: [M, K]`, `gate`, `up: [N, K]` stored apart

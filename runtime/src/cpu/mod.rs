@@ -94,7 +94,7 @@ impl<'a> WeightRef<'a> {
 }
 
 /// How a matmul-family kernel may sum each output ([`linear::linear_invariant`],
-/// [`moe::moe_experts_invariant`]).
+/// [`moe::moe_experts_ordered`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RowOrder {
     /// The fastest path for the call's number of token rows: from a threshold on (prefill

@@ -9,7 +9,7 @@
 //! mean rows per active expert ([`PANEL_MIN_ROWS`]):
 //!
 //! - **Few rows** (decode, small batches): every expert gathers its tokens' rows and runs
-//!   [`linear`]'s GEMV path for gate+up (SwiGLU fused) and for `down` into per-slot rows, in
+//!   [`linear`](super::linear::linear)'s GEMV path for gate+up (SwiGLU fused) and for `down` into per-slot rows, in
 //!   parallel over experts; then each token adds its slots' rows with their routing weights.
 //! - **Many rows** (prefill: ~64 rows per expert at 512 tokens, 64 experts, top-8), on the panel
 //!   GEMM in two parallel phases. (1) gate+up, tasks of up to [`TASK_PANELS`] token panels of one
@@ -19,12 +19,13 @@
 //!   rows, no combine pass, and no two tasks write the same element.
 //!
 //! Either way every output element adds its experts in ascending expert order, so results do
-//! not depend on the thread count. Decode ([`moe_experts_invariant`]) always takes the GEMV path
-//! with [`linear_invariant`]: a token's output is then the same bits whatever the other tokens of
-//! the call and however many tokens each expert got.
+//! not depend on the thread count. Decode ([`moe_experts_ordered`] with `Invariant`) always
+//! takes the GEMV path with [`linear_invariant`](super::linear::linear_invariant): a token's
+//! output is then the same bits whatever the other tokens of the call and however many tokens
+//! each expert got.
 
 use super::gemv::{pack_panels, panel_block, run_panel, with_buf, Buf, PanelOp, PanelW, Sink};
-use super::linear::{linear, linear_invariant, Epilogue};
+use super::linear::{linear_ordered, Epilogue};
 use super::simd::{self, dispatch, Simd};
 use super::{for_ranges, task_size, CpuError, RowOrder, SharedMut, WeightRef};
 use rayon::prelude::*;
@@ -160,37 +161,23 @@ pub fn moe_experts(
     out: &mut [f32],
 ) -> Result<(), CpuError> {
     let routing = Routing { weights, experts };
-    run_experts(RowOrder::Fastest, x, t, routing, (gate_up, down), dims, scratch, out)
-}
-
-/// [`moe_experts`] for decode ([`RowOrder::Invariant`]): always the GEMV path with
-/// [`linear_invariant`], so token `t`'s output has the same bits as the call on token `t`
-/// alone, however many tokens the other experts' or its own experts got.
-#[allow(clippy::too_many_arguments)]
-pub fn moe_experts_invariant(
-    x: &[f32],
-    t: usize,
-    weights: &[f32],
-    experts: &[i32],
-    gate_up: WeightRef,
-    down: WeightRef,
-    dims: ExpertDims,
-    scratch: &mut MoeScratch,
-    out: &mut [f32],
-) -> Result<(), CpuError> {
-    let routing = Routing { weights, experts };
-    run_experts(RowOrder::Invariant, x, t, routing, (gate_up, down), dims, scratch, out)
+    moe_experts_ordered(RowOrder::Fastest, x, t, routing, (gate_up, down), dims, scratch, out)
 }
 
 /// The routing of [`moe_experts`]: `weights`, `experts: [T, k]`.
 #[derive(Clone, Copy)]
-struct Routing<'a> {
-    weights: &'a [f32],
-    experts: &'a [i32],
+pub struct Routing<'a> {
+    /// Each slot's weight, `[T, k]`.
+    pub weights: &'a [f32],
+    /// Each slot's expert, `[T, k]`.
+    pub experts: &'a [i32],
 }
 
+/// [`moe_experts`] in `order`: with [`RowOrder::Invariant`] (decode, invariant prefill) always
+/// the GEMV path with [`linear_invariant`](super::linear::linear_invariant), so token `t`'s output has the same bits as the call
+/// on token `t` alone, however many tokens the other experts' or its own experts got.
 #[allow(clippy::too_many_arguments)]
-fn run_experts(
+pub fn moe_experts_ordered(
     order: RowOrder,
     x: &[f32],
     t: usize,
@@ -216,7 +203,7 @@ fn run_experts(
     Ok(())
 }
 
-/// The GEMV path: per expert, gathered rows through [`linear`] (or [`linear_invariant`]); fills
+/// The GEMV path: per expert, gathered rows through [`linear_ordered`] in `order`; fills
 /// `scratch.ys` with every slot's expert output (unweighted), row `j` for the slot `order[j]`.
 fn gemv_experts(
     order: RowOrder,
@@ -227,11 +214,6 @@ fn gemv_experts(
     dims: ExpertDims,
     s: &mut MoeScratch,
 ) {
-    type Linear = fn(&[f32], WeightRef, usize, usize, usize, Epilogue, &mut [f32]);
-    let linear: Linear = match order {
-        RowOrder::Fastest => linear,
-        RowOrder::Invariant => linear_invariant,
-    };
     let (h, i, n) = (dims.hidden, dims.inter, s.order.len());
     for (v, len) in [(&mut s.xs, n * h), (&mut s.mid, n * i), (&mut s.ys, n * h)] {
         if v.len() < len {
@@ -250,8 +232,15 @@ fn gemv_experts(
         let rows = starts[e + 1] - r0;
         // SAFETY: expert e alone owns rows r0..r0+rows of mid and ys.
         let (me, ye) = unsafe { (mid_p.slice(r0 * i, rows * i), ys_p.slice(r0 * h, rows * h)) };
-        linear(&xs[r0 * h..], gate_up.slice(e * 2 * i * h, 2 * i * h), rows, h, i, Epilogue::SwiGlu, me);
-        linear(me, down.slice(e * h * i, h * i), rows, i, h, Epilogue::Plain, ye);
+        linear_ordered(
+            order,
+            &xs[r0 * h..],
+            gate_up.slice(e * 2 * i * h, 2 * i * h),
+            (rows, h, i),
+            Epilogue::SwiGlu,
+            me,
+        );
+        linear_ordered(order, me, down.slice(e * h * i, h * i), (rows, i, h), Epilogue::Plain, ye);
     });
 }
 
