@@ -245,6 +245,25 @@ impl Tokenizer {
     pub fn id_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }
+
+    /// The bytes token `id` stands for, read from its token string through GPT-2's byte
+    /// alphabet (a byte-level token may hold part of a character); `None` for an unknown id or
+    /// a token string outside that alphabet (e.g. a special token's).
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        self.id_token(id)?.chars().map(byte_level).collect()
+    }
+}
+
+/// The byte a character of GPT-2's byte-level alphabet stands for: printable Latin-1 stands for
+/// itself, the other 68 bytes were moved to U+0100.. in order.
+fn byte_level(c: char) -> Option<u8> {
+    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let u = c as u32;
+    if printable(u) {
+        return Some(u as u8);
+    }
+    let n = u.checked_sub(256)?;
+    (0u32..256).filter(|&b| !printable(b)).nth(n as usize).map(|b| b as u8)
 }
 
 /// Parses `5,17,3` into ids (`--tokens`): comma-separated, empty fields skipped.
@@ -282,4 +301,22 @@ pub fn parse_ids(s: &str, what: &str) -> Result<Vec<u32>, String> {
         }
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_level;
+
+    #[test]
+    fn byte_level_characters_map_back_to_their_bytes() {
+        // GPT-2's table: printable Latin-1 is itself; the other 68 bytes in order from U+0100.
+        assert_eq!(byte_level('a'), Some(b'a'));
+        assert_eq!(byte_level('\u{0100}'), Some(0x00));
+        assert_eq!(byte_level('Ċ'), Some(b'\n'));
+        assert_eq!(byte_level('Ġ'), Some(b' '));
+        assert_eq!(byte_level('\u{0121}'), Some(0x7f));
+        assert_eq!(byte_level('\u{0143}'), Some(0xad));
+        assert_eq!(byte_level('\u{0144}'), None);
+        assert_eq!(byte_level('é'), Some(0xe9));
+    }
 }

@@ -707,21 +707,8 @@ fn token_text(tok: Option<&Tokenizer>, id: i32) -> (String, Vec<u8>) {
         let b = text.as_bytes().to_vec();
         return (text, b);
     }
-    let bytes = t.id_token(id as u32).and_then(|s| s.chars().map(byte_level).collect::<Option<Vec<u8>>>());
-    let b = bytes.unwrap_or_else(|| text.as_bytes().to_vec());
+    let b = t.token_bytes(id as u32).unwrap_or_else(|| text.as_bytes().to_vec());
     (text, b)
-}
-
-/// The byte a character of GPT-2's byte-level alphabet stands for: printable Latin-1 stands for
-/// itself, the other 68 bytes were moved to U+0100.. in order.
-fn byte_level(c: char) -> Option<u8> {
-    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
-    let u = c as u32;
-    if printable(u) {
-        return Some(u as u8);
-    }
-    let n = u.checked_sub(256)?;
-    (0u32..256).filter(|&b| !printable(b)).nth(n as usize).map(|b| b as u8)
 }
 
 /// The longest common prefix of `a` and `b`.
@@ -757,23 +744,5 @@ fn summary(seq: &Seq, usage: Usage, now: Instant) -> Summary {
         e2e: now.duration_since(arrived).as_secs_f64(),
         tok_s: if decode > 0.0 { after_first as f64 / decode } else { 0.0 },
         finish: seq.choices[0].done.map_or("abort", Finish::as_str),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::byte_level;
-
-    #[test]
-    fn byte_level_characters_map_back_to_their_bytes() {
-        // GPT-2's table: printable Latin-1 is itself; the other 68 bytes in order from U+0100.
-        assert_eq!(byte_level('a'), Some(b'a'));
-        assert_eq!(byte_level('\u{0100}'), Some(0x00));
-        assert_eq!(byte_level('Ċ'), Some(b'\n'));
-        assert_eq!(byte_level('Ġ'), Some(b' '));
-        assert_eq!(byte_level('\u{0121}'), Some(0x7f));
-        assert_eq!(byte_level('\u{0143}'), Some(0xad));
-        assert_eq!(byte_level('\u{0144}'), None);
-        assert_eq!(byte_level('é'), Some(0xe9));
     }
 }
